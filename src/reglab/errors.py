@@ -1,0 +1,17 @@
+"""The errors reglab reports as one line (no traceback) before exiting non-zero."""
+
+
+class ReglabError(Exception):
+    """Base class: the message is the whole story, printed as one line."""
+
+
+class ConfigError(ReglabError, ValueError):
+    """A config value that cannot work: names the key, the value and what is allowed."""
+
+
+class DataError(ReglabError):
+    """A dataset that is missing or whose files are corrupt."""
+
+
+class DivergenceError(ReglabError):
+    """The loss became NaN or infinite."""

@@ -1,0 +1,191 @@
+"""``reglab-train``: compose the config, seed, build everything, fit, test, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from reglab.config import CONF_DIR, check_config, to_plain
+from reglab.data import DataModule
+from reglab.errors import ReglabError
+from reglab.module import Classifier
+
+METRIC_KEYS = (
+    "train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc",
+    "test/ece", "gap/acc", "train_eval/acc", "weights/l1", "weights/l2", "weights/sparsity",
+)  # fmt: skip
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file and rename it, so a kill never leaves a truncated file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=float)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def techniques_of(cfg: DictConfig) -> dict[str, list[str]]:
+    return {
+        "regularizer": sorted(cfg.get("regularizer") or {}),
+        "augmentation": sorted(cfg.get("augmentation") or {}),
+    }
+
+
+def run_name(cfg: DictConfig) -> str:
+    t = techniques_of(cfg)
+    names = t["regularizer"] + t["augmentation"]
+    return "+".join(names) if names else "baseline"
+
+
+def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
+    dm = DataModule(**to_plain(cfg.data), seed=cfg.seed)
+    model = Classifier(
+        model=to_plain(cfg.model),
+        input_shape=dm.input_shape,
+        num_classes=dm.num_classes,
+        mean=dm.mean,
+        std=dm.std,
+        optimizer=to_plain(cfg.optimizer),
+        regularizer=to_plain(cfg.get("regularizer")),
+        augmentation=to_plain(cfg.get("augmentation")),
+        data=to_plain(cfg.data),
+    )
+    return dm, model
+
+
+def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    if cfg.get("resume"):
+        last = ckpt_dir / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return None
+
+
+def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict:
+    start = time.time()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm, model = build(cfg)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    for t in model.techniques.values():
+        callbacks += t.callbacks()
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    trainer_kwargs = dict(to_plain(cfg.trainer))
+    for t in model.techniques.values():
+        trainer_kwargs = t.trainer_kwargs(trainer_kwargs)
+    trainer_kwargs.pop("_target_", None)
+    has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    trainer_kwargs.setdefault("enable_checkpointing", has_ckpt)
+    trainer = pl.Trainer(
+        **trainer_kwargs,
+        callbacks=callbacks,
+        logger=loggers or False,
+        use_distributed_sampler=False,
+    )
+    for lg in trainer.loggers:
+        lg.log_hyperparams(to_plain(cfg))
+
+    ckpt_cb = trainer.checkpoint_callback
+    ckpt_dir = (
+        Path(ckpt_cb.dirpath)
+        if ckpt_cb is not None and ckpt_cb.dirpath
+        else out_dir / "checkpoints"
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=resume_path(cfg, ckpt_dir))
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    final_weights = any(t.final_weights for t in model.techniques.values())
+    best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    test_ckpt = best if best and not final_weights and not trainer.fast_dev_run else None
+    results = trainer.test(model, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
+
+    metrics = {**fit_metrics, **({k: float(v) for k, v in results[0].items()} if results else {})}
+    return {
+        "status": "ok",
+        **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
+        "epochs_trained": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "best_checkpoint": best or None,
+        "tested": "final weights" if test_ckpt is None else "best checkpoint",
+        "history": model.history,
+        "wall_time_s": time.time() - start,
+        "trainer": trainer,
+    }
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train and test one configuration; write ``metrics.json`` into the run's output folder."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_config(cfg)
+    summary = fit_and_test(cfg, out_dir)
+    trainer = summary.pop("trainer")
+    summary.update(
+        name=run_name(cfg),
+        techniques=techniques_of(cfg),
+        seed=int(cfg.seed),
+        data=cfg.data.name,
+        model=cfg.model.name,
+        fold=cfg.data.get("fold") if cfg.data.get("num_folds") else None,
+    )
+    if trainer.is_global_zero:
+        write_json_atomic(out_dir / "metrics.json", summary)
+    finish_loggers(trainer, summary)
+    return summary
+
+
+def finish_loggers(trainer: pl.Trainer, summary: dict) -> None:
+    """Give W&B the run's summary and close the run, so each job of a sweep is its own run."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+            lg.experiment.summary.update(flat)
+            lg.experiment.finish()
+
+
+def fail(msg: str, code: int = 2) -> None:
+    print(f"reglab: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = run(cfg)
+    except ReglabError as e:
+        out = Path(cfg.paths.output_dir)
+        if out.is_dir():
+            write_json_atomic(
+                out / "metrics.json",
+                {"status": "failed", "error": str(e), "name": run_name(cfg), "seed": int(cfg.seed),
+                 "techniques": techniques_of(cfg), "traceback": traceback.format_exc()},
+            )  # fmt: skip
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            raise
+        fail(str(e))
+        return None
+    acc = summary.get("test/acc")
+    print(
+        f"reglab: {summary['name']} on {summary['data']}/{summary['model']}: "
+        f"test/acc={acc:.4f} in {summary['wall_time_s']:.1f}s -> {cfg.paths.output_dir}/metrics.json"
+    )
+    return summary.get("val/acc_best")
+
+
+if __name__ == "__main__":
+    main()
