@@ -133,11 +133,17 @@ def read_wandb_run(run_dir: Path) -> dict:
     The file is a 7-byte header (``:W&B``, magic, version) then a LevelDB-style log: 32 KiB
     blocks of chunks, each ``crc32 (4) | length (2, little-endian) | type (1) | payload``, with
     types full=1, first=2, middle=3, last=4. Each payload is a wandb ``Record`` protobuf.
+    Returns config, history rows, summary, the run record (name, group, tags, job type) and the
+    paths of logged files (media, tables) relative to the run's ``files/`` folder.
     """
     import json as _json
 
     from wandb.proto import wandb_internal_pb2 as pb
 
+    # ``run.finish()`` returns before wandb's service has written the file; shutting the service
+    # down waits for it (a later wandb.init starts a new one).
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
     (path,) = Path(run_dir).glob("run-*.wandb")
     raw = path.read_bytes()
     assert raw[:4] == b":W&B", f"{path} is not a W&B transaction log"
@@ -156,12 +162,18 @@ def read_wandb_run(run_dir: Path) -> dict:
             payloads.append(pending)
             pending = b""
     key = lambda item: item.key or "/".join(item.nested_key)  # noqa: E731
-    out: dict = {"config": {}, "history": [], "summary": {}}
+    out: dict = {"config": {}, "history": [], "summary": {}, "run": {}, "files": []}
     for data in payloads:
         rec = pb.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
-        if kind == "config":
+        if kind == "run":
+            r = rec.run
+            out["run"] = {"name": r.display_name, "group": r.run_group, "job_type": r.job_type,
+                          "tags": list(r.tags), "project": r.project}  # fmt: skip
+        elif kind == "files":
+            out["files"] += [f.path for f in rec.files.files]
+        elif kind == "config":
             for item in rec.config.update:
                 out["config"][key(item)] = _json.loads(item.value_json)
         elif kind == "history":

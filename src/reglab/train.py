@@ -19,6 +19,7 @@ from reglab.config import CONF_DIR, check_config, to_plain
 from reglab.data import DataModule
 from reglab.errors import ReglabError
 from reglab.module import Classifier
+from reglab.tracking import finish_failed, finish_wandb, make_loggers, tracking_callbacks
 
 METRIC_KEYS = (
     "train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc",
@@ -82,7 +83,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     for t in model.techniques.values():
         callbacks += t.callbacks()
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    loggers = make_loggers(cfg)
+    callbacks += tracking_callbacks(loggers)
     trainer_kwargs = dict(to_plain(cfg.trainer))
     for t in model.techniques.values():
         trainer_kwargs = t.trainer_kwargs(trainer_kwargs)
@@ -149,13 +151,8 @@ def run(cfg: DictConfig) -> dict:
 
 def finish_loggers(trainer: pl.Trainer, summary: dict) -> None:
     """Give W&B the run's summary and close the run, so each job of a sweep is its own run."""
-    from pytorch_lightning.loggers import WandbLogger
-
-    for lg in trainer.loggers:
-        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
-            flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-            lg.experiment.summary.update(flat)
-            lg.experiment.finish()
+    if trainer.is_global_zero:
+        finish_wandb(trainer.loggers, summary)
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -168,6 +165,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = run(cfg)
     except ReglabError as e:
+        finish_failed(str(e))
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             write_json_atomic(
