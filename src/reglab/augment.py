@@ -5,12 +5,34 @@ An augmentation takes a float batch ``(N, C, H, W)`` on the [0, 1] scale and ret
 same shape, with random parameters drawn per sample. ``train_only`` augmentations touch training
 batches only; a preprocessing step such as ZCA whitening sets ``train_only = False``, is fitted
 once on the training split (``fit``) and is applied to every split.
+
+The random transforms come from ``kornia.augmentation``, which draws one set of parameters per
+sample (``torchvision.transforms.v2`` on a batch would draw one set for the whole batch).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+
+import kornia.augmentation as K
 import torch
+from kornia.augmentation.auto import RandAugment as _KorniaRandAugment
+from kornia.augmentation.auto import TrivialAugment as _KorniaTrivialAugment
+from kornia.augmentation.auto.rand_augment.rand_augment import default_policy as RAND_POLICY
+from kornia.augmentation.auto.trivial_augment.trivial_augment import (
+    default_policy as TRIVIAL_POLICY,
+)
+from kornia.enhance import ZCAWhitening
 from torch import nn
+
+from reglab.errors import ConfigError
+
+# Data where a horizontal flip turns a sample into something else (a mirrored 2, 3, 7, ...).
+FLIP_CHANGES_MEANING = ("digits", "mnist")
+# Policy operations that need RGB input (saturation); on grayscale they are the identity anyway.
+COLOR_ONLY_OPS = ("color",)
+PADDING_MODES = ("zeros", "border", "reflection")
 
 
 class Augmentation(nn.Module):
@@ -19,21 +41,262 @@ class Augmentation(nn.Module):
     train_only: bool = True
     # Applied after normalization (a preprocessing on standardized inputs) instead of before.
     after_normalize: bool = False
+    # The option's name in conf/augmentation, for error messages (augmentation.<name>.<knob>).
+    name: str = "none"
 
     def fit(self, images: torch.Tensor) -> None:
         """Learn statistics from the whole training split ([0, 1] scale, or normalized if
         ``after_normalize``)."""
 
+    def check_data(self, data: str | None, input_shape: Sequence[int] | None) -> None:
+        """Called once with the dataset's name and ``(C, H, W)``: warn about or adapt to it."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    # ------------------------------------------------------------------ knob checks
+
+    def _prob(self, knob: str, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"augmentation.{self.name}.{knob}={value} must be in [0, 1]")
+        return float(value)
+
+    def _nonneg(self, knob: str, value: float) -> float:
+        if value is None or value < 0:
+            raise ConfigError(f"augmentation.{self.name}.{knob}={value} must be >= 0")
+        return float(value)
+
+    def _range(self, knob: str, value, lo: float, hi: float) -> tuple[float, float]:
+        ok = isinstance(value, Sequence) and len(value) == 2
+        if not ok or not lo <= value[0] <= value[1] <= hi:
+            raise ConfigError(
+                f"augmentation.{self.name}.{knob}={value} must be [low, high] with "
+                f"{lo} <= low <= high <= {hi}"
+            )
+        return float(value[0]), float(value[1])
+
+
+class Flip(Augmentation):
+    """Horizontal flip of each sample with probability ``p``."""
+
+    name = "flip"
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.op = K.RandomHorizontalFlip(p=self._prob("p", p))
+
+    def check_data(self, data, input_shape):
+        if data in FLIP_CHANGES_MEANING:
+            warnings.warn(
+                f"augmentation=flip on data={data}: a mirrored digit is not the same digit, so "
+                "horizontal flips change what a sample means here; drop flip for this dataset",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Crop(Augmentation):
+    """Pad by ``padding`` pixels, then crop back to the input size at a random offset per sample.
+
+    ``padding: null`` scales with the image: ``max(1, H // 8)`` (1 for 8x8, 3 for 28x28, 4 for
+    32x32, the usual CIFAR setting), so small images are not shifted by half their size.
+    """
+
+    name = "crop"
+
+    def __init__(
+        self, padding: int | None = None, fill: float = 0.0, padding_mode: str = "constant"
+    ):
+        super().__init__()
+        if padding is not None and (not isinstance(padding, int) or padding < 0):
+            raise ConfigError(
+                f"augmentation.crop.padding={padding} must be a non-negative int or null (auto)"
+            )
+        modes = ("constant", "reflect", "replicate")
+        if padding_mode not in modes:
+            raise ConfigError(
+                f"augmentation.crop.padding_mode={padding_mode!r}; choose one of {list(modes)}"
+            )
+        self.padding, self.fill, self.padding_mode = padding, float(fill), padding_mode
+        self._ops: dict[tuple[int, int], K.RandomCrop] = {}  # per image size; they hold no state
+
+    def padding_for(self, height: int) -> int:
+        return self.padding if self.padding is not None else max(1, height // 8)
+
+    def forward(self, x):
+        size = (x.shape[-2], x.shape[-1])
+        if size not in self._ops:
+            self._ops[size] = K.RandomCrop(
+                size, padding=self.padding_for(size[0]), fill=self.fill,
+                padding_mode=self.padding_mode,
+            )  # fmt: skip
+        return self._ops[size](x)
+
+
+class Affine(Augmentation):
+    """Random rotation, shift, shear and zoom per sample: Keras ImageDataGenerator's
+    ``rotation_range``, ``width/height_shift_range``, ``shear_range`` and ``zoom_range``."""
+
+    name = "affine"
+
+    def __init__(
+        self,
+        degrees: float = 10.0,
+        translate: float = 0.1,
+        shear: float = 10.0,
+        zoom: float = 0.1,
+        p: float = 1.0,
+        padding_mode: str = "zeros",
+    ):
+        super().__init__()
+        degrees, shear = self._nonneg("degrees", degrees), self._nonneg("shear", shear)
+        if not 0.0 <= translate <= 1.0:
+            raise ConfigError(f"augmentation.affine.translate={translate} must be in [0, 1]")
+        if not 0.0 <= zoom < 1.0:
+            raise ConfigError(f"augmentation.affine.zoom={zoom} must be in [0, 1)")
+        if padding_mode not in PADDING_MODES:
+            raise ConfigError(
+                f"augmentation.affine.padding_mode={padding_mode!r}; choose one of "
+                f"{list(PADDING_MODES)}"
+            )
+        self.op = K.RandomAffine(
+            degrees=degrees,
+            translate=(translate, translate) if translate else None,
+            scale=(1.0 - zoom, 1.0 + zoom) if zoom else None,
+            shear=shear if shear else None,
+            padding_mode=padding_mode,
+            p=self._prob("p", p),
+        )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class RandomErasing(Augmentation):
+    """Erase a random rectangle (area fraction ``scale``, aspect ``ratio``) of each sample with
+    probability ``p``, filling it with ``value`` on the [0, 1] scale."""
+
+    name = "random_erasing"
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        scale: Sequence[float] = (0.02, 0.33),
+        ratio: Sequence[float] = (0.3, 3.3),
+        value: float = 0.0,
+    ):
+        super().__init__()
+        self.op = K.RandomErasing(
+            scale=self._range("scale", scale, 0.0, 1.0),
+            ratio=self._range("ratio", ratio, 1e-6, float("inf")),
+            value=float(value),
+            p=self._prob("p", p),
+        )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Zca(Augmentation):
+    """ZCA whitening fitted once on the (normalized) training split, applied to every split.
+
+    ``eps`` is added to the covariance's eigenvalues: it keeps directions with (almost) no variance
+    in the training split, such as MNIST's always-black border, from being amplified a
+    thousandfold. The matrix and mean live in buffers, so checkpoints carry them.
+    """
+
+    name = "zca"
+    train_only = False
+    after_normalize = True
+
+    def __init__(self, eps: float = 0.1):
+        super().__init__()
+        if not eps > 0:
+            raise ConfigError(f"augmentation.zca.eps={eps} must be > 0")
+        self.zca = ZCAWhitening(eps=float(eps))
+
+    def fit(self, images):
+        self.zca.fit(images.flatten(1).to(torch.float64))
+        self.zca.to(images.dtype)
+
+    def forward(self, x):
+        if not self.zca.fitted:
+            raise RuntimeError("augmentation=zca used before fit() on the training split")
+        return self.zca(x.flatten(1)).view_as(x)
+
+
+class _PerSamplePolicy(Augmentation):
+    """Applies kornia's auto-augment operations with the operation chosen per sample.
+
+    kornia's RandAugment/TrivialAugment pick the operation(s) once per batch; here every
+    sample draws its own, and the samples that drew one operation go through it together.
+    """
+
+    def __init__(self, ops: list[nn.Module], op_names: list[str], num_ops: int):
+        super().__init__()
+        self.ops = nn.ModuleList(ops).requires_grad_(False)  # fixed policies, not parameters
+        self.op_names, self.num_ops = op_names, num_ops
+
+    def forward(self, x):
+        usable = [
+            i for i, n in enumerate(self.op_names) if x.shape[1] == 3 or n not in COLOR_ONLY_OPS
+        ]
+        usable_t = torch.tensor(usable, device=x.device)
+        # Without replacement per sample, as in RandAugment: n distinct operations each.
+        choice = usable_t[torch.rand(len(x), len(usable), device=x.device).argsort(1)]
+        for step in range(self.num_ops):
+            out = x.clone()
+            for op in choice[:, step].unique().tolist():
+                rows = choice[:, step] == op
+                out[rows] = self.ops[op](x[rows])
+            x = out
+        return x
+
+
+class RandAugment(_PerSamplePolicy):
+    """RandAugment: ``num_ops`` distinct operations per sample at magnitude ``magnitude`` (of 30)."""
+
+    name = "randaugment"
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9):
+        n_policy = len(RAND_POLICY)
+        if not isinstance(num_ops, int) or not 1 <= num_ops <= n_policy - len(COLOR_ONLY_OPS):
+            raise ConfigError(
+                f"augmentation.randaugment.num_ops={num_ops} must be an int in "
+                f"[1, {n_policy - len(COLOR_ONLY_OPS)}]"
+            )
+        if not 0 < magnitude < 30:
+            raise ConfigError(f"augmentation.randaugment.magnitude={magnitude} must be in (0, 30)")
+        ops = [_KorniaRandAugment(n=1, m=magnitude, policy=[sub]) for sub in RAND_POLICY]
+        super().__init__(ops, [sub[0][0] for sub in RAND_POLICY], num_ops)
+
+
+class TrivialAugment(_PerSamplePolicy):
+    """TrivialAugment: one operation per sample at a random magnitude; no knobs by design."""
+
+    name = "trivialaugment"
+
+    def __init__(self):
+        ops = [_KorniaTrivialAugment(policy=[sub]) for sub in TRIVIAL_POLICY]
+        super().__init__(ops, [sub[0][0] for sub in TRIVIAL_POLICY], 1)
 
 
 class Pipeline(nn.Module):
     """The selected augmentations, applied in config order."""
 
-    def __init__(self, augmentations: dict[str, Augmentation] | None = None):
+    def __init__(
+        self,
+        augmentations: dict[str, Augmentation] | None = None,
+        data: str | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.steps = nn.ModuleDict(augmentations or {})
+        for a in self.steps.values():
+            a.check_data(data, input_shape)
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -78,7 +78,11 @@ class Classifier(pl.LightningModule):
         # Plain containers only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.techniques: dict[str, Technique] = instantiate_named(regularizer, "regularizer")
-        self.augment = Pipeline(instantiate_named(augmentation, "augmentation"))
+        self.augment = Pipeline(
+            instantiate_named(augmentation, "augmentation"),
+            data=(data or {}).get("name"),  # dataset-aware checks, e.g. flips on digits
+            input_shape=input_shape,
+        )
 
         model = dict(model)
         name = model.pop("name")
