@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+import reglab.compare  # noqa: F401  (registers the `technique` config group)
 from reglab.config import CONF_DIR, check_config, to_plain
 from reglab.data import DataModule
 from reglab.errors import ReglabError
@@ -162,18 +163,27 @@ def fail(msg: str, code: int = 2) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
         summary = run(cfg)
-    except ReglabError as e:
-        finish_failed(str(e))
+    except Exception as e:  # any failure costs this job only; KeyboardInterrupt still stops all
+        error = str(e) if isinstance(e, ReglabError) else f"{type(e).__name__}: {e}"
+        finish_failed(error)
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             write_json_atomic(
                 out / "metrics.json",
-                {"status": "failed", "error": str(e), "name": run_name(cfg), "seed": int(cfg.seed),
+                {"status": "failed", "error": error, "name": run_name(cfg), "seed": int(cfg.seed),
+                 "data": cfg.data.get("name"), "model": cfg.model.get("name"),
                  "techniques": techniques_of(cfg), "traceback": traceback.format_exc()},
             )  # fmt: skip
-        if HydraConfig.get().mode.name == "MULTIRUN":
+        if multirun:
+            # Returning (not raising) lets Hydra's launcher go on with the next job and reach
+            # on_multirun_end, where reglab.report.ReportCallback lists the failure and exits 1.
+            # NaN marks the trial failed for the Optuna sweeper without stopping the study.
+            print(f"reglab: error: job {out.name} failed: {error}", file=sys.stderr)
+            return float("nan")
+        if not isinstance(e, ReglabError):
             raise
         fail(str(e))
         return None
