@@ -512,6 +512,9 @@ class ReportCallback(Callback):
         if self.ensemble:
             write_ensemble(sweep_dir)
         report = write_report(sweep_dir)
+        from reglab.tracking import log_report_table  # here: it imports torch and Lightning
+
+        log_report_table(sweep_dir, config)  # a wandb.Table in the sweep's group, if logged to W&B
         if len(report.failed) and self.fail_on_error:
             print(f"reglab: error: {len(report.failed)} of {len(report.runs)} runs failed "
                   f"(listed in {sweep_dir / 'report.md'})", file=sys.stderr)  # fmt: skip

@@ -41,7 +41,9 @@ def suggest(cfg: DictConfig, trial) -> None:
             f"(e.g. {group}={param.split('.')[1] if '.' in param else 'NAME'}) or fix the key"
         )
     if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
-        raise ConfigError(f"search.low={low} and search.high={high} must be numbers with low < high")
+        raise ConfigError(
+            f"search.low={low} and search.high={high} must be numbers with low < high"
+        )
     if log and low <= 0:
         raise ConfigError(f"search.low={low} must be > 0 with search.log=true")
     if isinstance(current, int) and not isinstance(current, bool):

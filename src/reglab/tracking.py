@@ -177,14 +177,14 @@ def report_plots(sweep_dir: Path) -> list[Path]:
 def log_report_table(sweep_dir: str | Path, config: Mapping) -> str | None:
     """Log the sweep's ``results.csv`` as a ``wandb.Table`` (and its plots) in a ``report`` run of
     the sweep's group. Does nothing unless the sweep logged to W&B; returns the run's folder."""
-    import pandas as pd
-    import wandb
-
     sweep_dir = Path(sweep_dir)
     lg_cfg = next((lg for lg in (config.get("logger") or {}).values() if is_wandb(lg)), None)
     results = sweep_dir / "results.csv"
     if lg_cfg is None or not results.is_file():
         return None
+    import pandas as pd
+    import wandb
+
     load_env_file()
     if wandb.run is not None:  # a job's run left open in this process must not get the table
         wandb.run.finish()

@@ -1,0 +1,245 @@
+"""W&B offline runs, the Optuna search, and the submitit launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reglab.errors import ConfigError
+
+from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
+# Not fast_dev_run: Lightning replaces every logger by a dummy in that mode.
+TINY_WANDB = [
+    "logger=wandb", "callbacks=none", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]  # fmt: skip
+
+
+def files_containing(root: Path, text: str) -> list[Path]:
+    needle = text.encode()
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def offline_runs(root: Path) -> list[Path]:
+    return sorted(root.rglob("wandb/offline-run-*"))
+
+
+def test_wandb_offline_run_holds_config_summary_tags_and_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    summary = train([*TINY_WANDB, "regularizer=[l2]", "tags=[smoke]", "seed=3"], out)
+
+    (run_dir,) = offline_runs(out)
+    rec = read_wandb_run(run_dir)
+    assert rec["run"]["name"] == "l2"
+    assert rec["run"]["group"] == ""  # a single run belongs to no sweep
+    assert set(rec["run"]["tags"]) == {"digits", "mlp", "l2", "smoke"}
+    assert rec["config"]["data"]["name"] == "digits"
+    assert rec["config"]["regularizer"]["l2"]["strength"] == pytest.approx(1e-4)
+    assert rec["config"]["seed"] == 3
+    s = rec["summary"]
+    assert s["status"] == "ok" and s["name"] == "l2" and s["techniques/regularizer"] == "l2"
+    for key in ("test/acc", "val/acc_best", "gap/acc", "weights/sparsity", "epochs_trained"):
+        assert s[key] == pytest.approx(summary[key]), key
+
+    images = [f for f in rec["files"] if f.startswith("media/images/train/augmented")]
+    assert len(images) == 16
+    assert all((run_dir / "files" / f).stat().st_size > 0 for f in images)
+    logged = [row for row in rec["history"] if "train/augmented/count" in row]
+    assert len(logged) == 1 and logged[0]["train/augmented/count"] == 16
+
+    assert files_containing(out, FAKE_KEY) == []
+
+
+def test_images_do_not_change_the_training(tmp_path, monkeypatch):
+    """Logging augmented images draws from a forked RNG: same seed, same result with W&B on."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tiny = [*TINY_WANDB[1:], "augmentation=[affine]"]
+    with_wandb = train([*tiny, "logger=wandb"], tmp_path / "a")
+    without = train([*tiny, "logger=csv"], tmp_path / "b")
+    assert with_wandb["train/loss"] == without["train/loss"]
+    assert with_wandb["test/acc"] == without["test/acc"]
+
+
+@pytest.mark.slow
+def test_wandb_sweep_groups_runs_and_logs_the_report_table(tmp_path):
+    r = cli(
+        "reglab-train", "-m", *TINY_WANDB, "seed=1,2", f"paths.log_dir={tmp_path}",
+        env={"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "sweeps").iterdir()
+
+    jobs = [read_wandb_run(d) for d in offline_runs(sweep) if d.parents[1] != sweep]
+    assert len(jobs) == 2
+    assert {j["run"]["group"] for j in jobs} == {sweep.name}
+    assert sorted(j["config"]["seed"] for j in jobs) == [1, 2]
+    assert all(j["summary"]["status"] == "ok" for j in jobs)
+
+    (report_dir,) = [d for d in offline_runs(sweep) if d.parents[1] == sweep]
+    report = read_wandb_run(report_dir)
+    assert report["run"]["name"] == "report" and report["run"]["job_type"] == "report"
+    assert report["run"]["group"] == sweep.name
+    (table_file,) = [f for f in report["files"] if f.startswith("media/table/report/results")]
+    table = json.loads((report_dir / "files" / table_file).read_text())
+    results = (sweep / "results.csv").read_text().splitlines()
+    assert len(table["data"]) == len(results) - 1
+    assert table["columns"] == results[0].split(",")
+    assert any(f.startswith("media/images/report/") for f in report["files"])  # the plots
+
+    assert files_containing(sweep, FAKE_KEY) == []
+
+
+def test_no_report_run_without_wandb(tmp_path):
+    from reglab.tracking import log_report_table
+
+    (tmp_path / "results.csv").write_text("technique,n\nbaseline,1\n")
+    cfg = compose_cfg(["logger=csv"], tmp_path / "x")
+    assert log_report_table(tmp_path, cfg) is None
+    assert not (tmp_path / "wandb").exists()
+
+
+# ----------------------------------------------------------------------------- Optuna
+
+
+@pytest.mark.slow
+def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
+    import optuna
+
+    r = cli(
+        "reglab-train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST,
+        f"paths.log_dir={tmp_path}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "sweeps").iterdir()
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+
+    db = tmp_path / "optuna" / "optuna.db"
+    assert db.is_file()
+    study = optuna.load_study(
+        study_name="digits_mlp_regularizer.l2.strength", storage=f"sqlite:///{db}"
+    )
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 3
+    assert best["best_params"] == study.best_params
+    assert best["best_value"] == pytest.approx(study.best_value)
+    assert 1e-6 <= best["best_params"]["regularizer.l2.strength"] <= 1e-2
+
+    # Each trial ran the suggested strength and reported that run's val/acc_best.
+    runs = []
+    for m in sweep.glob("*/metrics.json"):
+        config = yaml.safe_load((m.parent / ".hydra" / "config.yaml").read_text())
+        runs.append((config["regularizer"]["l2"]["strength"], json.loads(m.read_text())))
+    assert len(runs) == 3
+    for t in trials:
+        strength = t.params["regularizer.l2.strength"]
+        (run,) = [m for s, m in runs if s == pytest.approx(strength)]
+        assert run["val/acc_best"] == pytest.approx(t.value)
+
+
+def test_search_space_names_a_missing_knob(tmp_path):
+    import optuna
+
+    from reglab.search import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = compose_cfg(["hparams_search=optuna", "regularizer=dropout"], tmp_path)
+    trial = optuna.create_study().ask()
+    with pytest.raises(ConfigError, match="search.param=regularizer.l2.strength"):
+        suggest(cfg, trial)
+
+    cfg = compose_cfg(
+        ["hparams_search=optuna", "regularizer=dropout", "search.param=regularizer.dropout.p",
+         "search.low=0.0", "search.high=0.7", "search.log=false"],
+        tmp_path,
+    )  # fmt: skip
+    suggest(cfg, trial)
+    assert 0.0 <= trial.params["regularizer.dropout.p"] <= 0.7
+
+
+def test_sqlite_storage_creates_its_folder(tmp_path):
+    from reglab.search import sqlite_storage
+
+    url = sqlite_storage(str(tmp_path / "a" / "b" / "study.db"))
+    assert url == f"sqlite:///{tmp_path}/a/b/study.db"
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+@pytest.mark.slow
+def test_submitit_local_multirun_runs_each_job_in_its_own_process(tmp_path):
+    r = cli(
+        "reglab-train", "-m", "hydra/launcher=submitit_local", "seed=1,2", *FAST,
+        f"paths.log_dir={tmp_path}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "sweeps").iterdir()
+    metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert [m["status"] for m in metrics] == ["ok", "ok"]
+    assert sorted(m["seed"] for m in metrics) == [1, 2]
+    assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2  # one process per job
+
+
+def test_slurm_launcher_turns_knobs_into_sbatch_options(tmp_path, monkeypatch):
+    """The sbatch script submitit would submit for hydra/launcher=slurm (no cluster needed)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import HydraContext
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+    from omegaconf import OmegaConf
+    from submitit.slurm import slurm
+
+    from reglab.config import CONF_DIR
+
+    bin_dir = tmp_path / "bin"  # submitit refuses to build a SLURM executor without srun
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                       "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=30",
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            return_hydra_config=True,
+        )  # fmt: skip
+    HydraConfig.instance().set_config(cfg)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    launcher = SlurmLauncher(**params)
+    launcher.setup(
+        hydra_context=HydraContext(config_loader=None, callbacks=None),
+        task_function=lambda c: None,
+        config=cfg,
+    )
+
+    scripts = []
+
+    class Submitted(Exception):
+        pass
+
+    def capture(self, command):
+        scripts.append(self._make_submission_file_text(command, "uid"))
+        raise Submitted
+
+    monkeypatch.setattr(slurm.SlurmExecutor, "_submit_command", capture)
+    with pytest.raises(Submitted):
+        launcher.launch([["seed=1"], ["seed=2"]], initial_job_idx=0)
+    (script,) = scripts
+    for line in ("--partition=gpu", "--gpus-per-node=2", "--time=30", "--array=0-1",
+                 "--cpus-per-task=8", "--mem=32GB"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, line
