@@ -81,6 +81,7 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
             df[col] = np.nan
     df["status"] = df["status"].fillna("failed")
     df["name"] = df["name"].fillna("?")
+    df[["data", "model"]] = df[["data", "model"]].fillna("?")
 
     # Overrides that differ between jobs: technique knobs (regularizer.l2.strength=...) refine the
     # technique's label, everything else (data.train_subset=..., optimizer.lr=...) the setting.
@@ -254,7 +255,7 @@ def plot_acc_vs_gap(summary: pd.DataFrame, ax=None):
 
 
 def plot_all(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    settings = list(dict.fromkeys(summary["setting"]))
+    settings = list(dict.fromkeys(summary.loc[summary["n"] > 0, "setting"]))
     paths = []
     rows = max(1, len(settings))
     height = max(3.0, 0.3 * summary.groupby("setting").size().max() + 1)

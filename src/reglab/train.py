@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -134,6 +135,8 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_config(cfg)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     summary = fit_and_test(cfg, out_dir)
     trainer = summary.pop("trainer")
     summary.update(
@@ -173,7 +176,7 @@ def main(cfg: DictConfig) -> float | None:
         if out.is_dir():
             write_json_atomic(
                 out / "metrics.json",
-                {"status": "failed", "error": error, "name": run_name(cfg), "seed": int(cfg.seed),
+                {"status": "failed", "error": error, "name": run_name(cfg), "seed": cfg.get("seed"),
                  "data": cfg.data.get("name"), "model": cfg.model.get("name"),
                  "techniques": techniques_of(cfg), "traceback": traceback.format_exc()},
             )  # fmt: skip
