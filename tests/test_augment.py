@@ -7,7 +7,6 @@ per-sample and train-only claims without editing this file.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -204,13 +203,3 @@ def test_bad_knobs_are_one_line_config_errors(override, key, tmp_path):
         build(cfg)
     msg = str(err.value)
     assert key in msg and "\n" not in msg
-
-
-def test_yaml_files_have_one_entry_named_after_the_file():
-    for path in (CONF_DIR / "augmentation").glob("*.yaml"):
-        node = OmegaConf.load(path)
-        if path.stem == "none":
-            assert not node
-            continue
-        assert list(node) == [path.stem], f"{path}: content must sit under '{path.stem}:'"
-        assert Path(path).read_text().startswith("# ")
