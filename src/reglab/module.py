@@ -78,6 +78,9 @@ class Classifier(pl.LightningModule):
         # Plain containers only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.techniques: dict[str, Technique] = instantiate_named(regularizer, "regularizer")
+        for t in self.techniques.values():
+            if t.num_classes is None:  # unless the config set it; mixing hooks build soft targets
+                t.num_classes = num_classes
         self.augment = Pipeline(
             instantiate_named(augmentation, "augmentation"),
             data=(data or {}).get("name"),  # dataset-aware checks, e.g. flips on digits
@@ -235,6 +238,9 @@ class Classifier(pl.LightningModule):
         checkpoint["history"] = self.history
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Testing the best checkpoint of this run must not cut its history back to that epoch.
+        if self._trainer is not None and self.trainer.state.fn != "fit" and self.history:
+            return
         self.history = list(checkpoint.get("history", []))
 
     # ------------------------------------------------------------------ optimization

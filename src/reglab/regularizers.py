@@ -22,10 +22,14 @@ In ``batch``, ``y`` is either int64 class indices ``(N,)`` or float class probab
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
+
+from reglab.errors import ConfigError
 
 
 class Technique:
@@ -34,6 +38,8 @@ class Technique:
     # Test the weights held at the end of training (weight averaging: SWA, EMA) instead of
     # reloading the best checkpoint.
     final_weights: bool = False
+    # Set by the LitModule from the data; batch hooks that build soft targets need it.
+    num_classes: int | None = None
 
     def model_kwargs(self, kwargs: dict) -> dict:
         return kwargs
@@ -65,3 +71,370 @@ def penalized_weights(model: nn.Module) -> Iterator[torch.Tensor]:
     for p in model.parameters():
         if p.ndim >= 2:
             yield p
+
+
+# ----------------------------------------------------------------------------- knob checks
+
+
+def _fail(name: str, knob: str, value, allowed: str):
+    raise ConfigError(f"regularizer.{name}.{knob}={value!r} {allowed}")
+
+
+def _nonneg(name: str, knob: str, value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        _fail(name, knob, value, "must be a number >= 0")
+    return float(value)
+
+
+def _positive(name: str, knob: str, value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        _fail(name, knob, value, "must be a number > 0")
+    return float(value)
+
+
+def _prob(name: str, knob: str, value) -> float:
+    """A probability in [0, 1): 1 would drop (or smooth away) everything."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        _fail(name, knob, value, "must be a probability in [0, 1)")
+    return float(value)
+
+
+def _fraction(name: str, knob: str, value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+        _fail(name, knob, value, "must be in (0, 1]")
+    return float(value)
+
+
+def _choice(name: str, knob: str, value, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        _fail(name, knob, value, f"must be one of {list(allowed)}")
+    return value
+
+
+def _params(model: nn.Module, weights_only: bool) -> Iterator[torch.Tensor]:
+    return penalized_weights(model) if weights_only else model.parameters()
+
+
+# ----------------------------------------------------------------------------- loss penalties
+
+
+class L1(Technique):
+    """``strength * sum |w|``: drives unneeded weights towards zero (sparsity)."""
+
+    def __init__(self, strength: float = 1e-4, weights_only: bool = True):
+        self.strength = _nonneg("l1", "strength", strength)
+        self.weights_only = bool(weights_only)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        return self.strength * sum(p.abs().sum() for p in _params(model, self.weights_only))
+
+
+class L2(Technique):
+    """``strength * sum w^2`` added to the loss (Keras' ``l2(strength)``): shrinks all weights."""
+
+    def __init__(self, strength: float = 1e-4, weights_only: bool = True):
+        self.strength = _nonneg("l2", "strength", strength)
+        self.weights_only = bool(weights_only)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        return self.strength * sum(p.pow(2).sum() for p in _params(model, self.weights_only))
+
+
+class ElasticNet(Technique):
+    """``strength * (l1_ratio * sum |w| + (1 - l1_ratio) * sum w^2)``: L1 sparsity, L2 grouping."""
+
+    def __init__(self, strength: float = 1e-4, l1_ratio: float = 0.5, weights_only: bool = True):
+        self.strength = _nonneg("elastic_net", "strength", strength)
+        if not isinstance(l1_ratio, (int, float)) or not 0 <= l1_ratio <= 1:
+            _fail("elastic_net", "l1_ratio", l1_ratio, "must be in [0, 1]")
+        self.l1_ratio = float(l1_ratio)
+        self.weights_only = bool(weights_only)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        params = list(_params(model, self.weights_only))
+        l1 = sum(p.abs().sum() for p in params)
+        l2 = sum(p.pow(2).sum() for p in params)
+        return self.strength * (self.l1_ratio * l1 + (1 - self.l1_ratio) * l2)
+
+
+class LabelSmoothing(Technique):
+    """Cross-entropy against ``(1 - smoothing) * one_hot + smoothing / num_classes``."""
+
+    def __init__(self, smoothing: float = 0.1):
+        self.smoothing = _prob("label_smoothing", "smoothing", smoothing)
+
+    def loss_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "label_smoothing": self.smoothing}
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+class WeightDecay(Technique):
+    """Decoupled weight decay: ``w <- w - lr * strength * w`` outside the adaptive gradient step.
+
+    Adam becomes AdamW; AdamW and SGD take ``strength`` as their ``weight_decay`` (for plain SGD,
+    decoupled decay and an L2 penalty are the same update up to the factor lr).
+    """
+
+    def __init__(self, strength: float = 1e-2):
+        self.strength = _nonneg("weight_decay", "strength", strength)
+
+    def optimizer_kwargs(self, kwargs: dict) -> dict:
+        name = "adamw" if kwargs.get("name") == "adam" else kwargs.get("name")
+        return {**kwargs, "name": name, "weight_decay": self.strength}
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class Dropout(Technique):
+    """Dropout after every hidden layer (``p``) and on the input (``input_p``)."""
+
+    def __init__(self, p: float = 0.5, input_p: float = 0.2):
+        self.p = _prob("dropout", "p", p)
+        self.input_p = _prob("dropout", "input_p", input_p)
+
+    def model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "dropout": self.p, "input_dropout": self.input_p}
+
+
+class ActivationNoise(Technique):
+    """Gaussian noise N(0, std^2) added to hidden activations, in training mode only."""
+
+    def __init__(self, std: float = 0.1):
+        self.std = _nonneg("activation_noise", "std", std)
+
+    def model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "activation_noise": self.std}
+
+
+class BatchNorm(Technique):
+    """A BatchNorm after every hidden linear/conv layer, before its activation."""
+
+    def model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "batch_norm": True}
+
+
+class StochasticDepth(Technique):
+    """Drops whole residual branches per sample in training (resnet18 only); ``p`` is the drop
+    rate of the last block, decaying linearly to 0 for the first."""
+
+    def __init__(self, p: float = 0.1):
+        self.p = _prob("stochastic_depth", "p", p)
+
+    def model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "stochastic_depth": self.p}
+
+
+class SmallModel(Technique):
+    """Simplify the model: keep ``depth_factor`` of the layers, each ``width_factor`` as wide.
+
+    Acts on whichever width arguments the chosen model has: ``widths`` (MLPs), ``channels`` and
+    ``hidden`` (cnn), ``width`` (resnet18, whose depth is fixed, so it only gets narrower).
+    """
+
+    def __init__(self, width_factor: float = 0.25, depth_factor: float = 0.5):
+        self.width_factor = _fraction("small_model", "width_factor", width_factor)
+        self.depth_factor = _fraction("small_model", "depth_factor", depth_factor)
+
+    def _narrow(self, n: int) -> int:
+        return max(1, round(int(n) * self.width_factor))
+
+    def _fewer(self, layers) -> list[int]:
+        keep = max(1, math.ceil(len(layers) * self.depth_factor))
+        return [self._narrow(w) for w in list(layers)[:keep]]
+
+    def model_kwargs(self, kwargs: dict) -> dict:
+        out = dict(kwargs)
+        for key in ("widths", "channels"):
+            if out.get(key):
+                out[key] = self._fewer(out[key])
+        for key in ("hidden", "width"):
+            if out.get(key):
+                out[key] = self._narrow(out[key])
+        if out == kwargs:
+            raise ConfigError(
+                "regularizer=small_model: the model has none of the width arguments "
+                "widths / channels / hidden / width to shrink"
+            )
+        return out
+
+
+# ----------------------------------------------------------------------------- batch (training)
+
+
+class GaussianNoise(Technique):
+    """Gaussian noise N(0, std^2) added to the (normalized) inputs of training batches."""
+
+    def __init__(self, std: float = 0.1):
+        self.std = _nonneg("gaussian_noise", "std", std)
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + torch.randn_like(x) * self.std, y
+
+
+def _soft_targets(y: torch.Tensor, num_classes: int | None, name: str) -> torch.Tensor:
+    """Class indices -> one-hot floats; probabilities (from an earlier mixing step) pass through."""
+    if y.ndim == 2:
+        return y
+    if num_classes is None:
+        raise ConfigError(
+            f"regularizer.{name}.num_classes is not set and the module did not set it"
+        )
+    return torch.nn.functional.one_hot(y, num_classes).float()
+
+
+class Mixup(Technique):
+    """Train on convex combinations of pairs: ``lam * (x_i, y_i) + (1 - lam) * (x_j, y_j)``,
+    ``lam ~ Beta(alpha, alpha)`` once per batch, partners ``j`` a random permutation."""
+
+    def __init__(self, alpha: float = 0.2, num_classes: int | None = None):
+        self.alpha = _positive("mixup", "alpha", alpha)
+        if num_classes is not None:
+            self.num_classes = int(_positive("mixup", "num_classes", num_classes))
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = _soft_targets(y, self.num_classes, "mixup")
+        a = torch.tensor(self.alpha)
+        lam = float(torch.distributions.Beta(a, a).sample())
+        perm = torch.randperm(x.shape[0], device=x.device)
+        return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+class CutMix(Technique):
+    """Paste a random box from a partner image; targets weighted by the pasted area.
+
+    The box covers a fraction ``1 - lam`` of the image, ``lam ~ Beta(alpha, alpha)`` once per
+    batch; after clipping the box to the image, the target weight is its exact area fraction.
+    """
+
+    def __init__(self, alpha: float = 1.0, num_classes: int | None = None):
+        self.alpha = _positive("cutmix", "alpha", alpha)
+        if num_classes is not None:
+            self.num_classes = int(_positive("cutmix", "num_classes", num_classes))
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = _soft_targets(y, self.num_classes, "cutmix")
+        a = torch.tensor(self.alpha)
+        lam = float(torch.distributions.Beta(a, a).sample())
+        h, w = x.shape[-2:]
+        cut = math.sqrt(1.0 - lam)
+        bh, bw = int(h * cut), int(w * cut)
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y0, y1 = max(cy - bh // 2, 0), min(cy + bh // 2, h)
+        x0, x1 = max(cx - bw // 2, 0), min(cx + bw // 2, w)
+        perm = torch.randperm(x.shape[0], device=x.device)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        pasted = (y1 - y0) * (x1 - x0) / (h * w)
+        return x, (1 - pasted) * y + pasted * y[perm]
+
+
+# ----------------------------------------------------------------------------- training procedure
+
+
+class MaxNorm(Technique):
+    """After every optimizer step, rescale each unit's incoming weight vector to norm <= c
+    (the max-norm constraint of the dropout paper)."""
+
+    def __init__(self, c: float = 3.0):
+        self.c = _positive("max_norm", "c", c)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        for w in penalized_weights(model):
+            # Row i of a Linear weight, or kernel i of a conv, feeds unit (channel) i.
+            norms = w.flatten(1).norm(dim=1).clamp_min(1e-12)
+            scale = (self.c / norms).clamp(max=1.0)
+            w.mul_(scale.view(-1, *([1] * (w.ndim - 1))))
+
+
+class EarlyStopping(Technique):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; with the checkpoint callback
+    (``callbacks=default``) the test then uses the best checkpoint, not the last weights."""
+
+    def __init__(
+        self, monitor: str = "val/acc", mode: str = "max", patience: int = 5, min_delta: float = 0.0
+    ):
+        if not isinstance(monitor, str) or not monitor:
+            _fail("early_stopping", "monitor", monitor, "must be a metric name such as val/acc")
+        self.monitor = monitor
+        self.mode = _choice("early_stopping", "mode", mode, ("min", "max"))
+        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+            _fail("early_stopping", "patience", patience, "must be an integer >= 1")
+        self.patience = patience
+        self.min_delta = _nonneg("early_stopping", "min_delta", min_delta)
+
+    def callbacks(self) -> list:
+        return [
+            pl.callbacks.EarlyStopping(
+                monitor=self.monitor,
+                mode=self.mode,
+                patience=self.patience,
+                min_delta=self.min_delta,
+            )
+        ]
+
+
+class SWA(Technique):
+    """Stochastic weight averaging (Lightning's callback): from ``epoch_start`` on, the learning
+    rate is annealed to ``lr`` and the weights are averaged once per epoch; the test uses the
+    average. Set ``lr`` to suit the optimizer (the default matches ``optimizer=adam``)."""
+
+    final_weights = True
+
+    def __init__(self, lr: float = 1e-3, epoch_start: float = 0.8, annealing_epochs: int = 1):
+        self.lr = _positive("swa", "lr", lr)
+        if isinstance(epoch_start, bool) or not (
+            (isinstance(epoch_start, int) and epoch_start >= 1)
+            or (isinstance(epoch_start, float) and 0 < epoch_start <= 1)
+        ):
+            _fail(
+                "swa", "epoch_start", epoch_start, "must be an epoch >= 1 or a fraction in (0, 1]"
+            )
+        self.epoch_start = epoch_start
+        if not isinstance(annealing_epochs, int) or annealing_epochs < 1:
+            _fail("swa", "annealing_epochs", annealing_epochs, "must be an integer >= 1")
+        self.annealing_epochs = annealing_epochs
+
+    def callbacks(self) -> list:
+        return [
+            pl.callbacks.StochasticWeightAveraging(
+                swa_lrs=self.lr,
+                swa_epoch_start=self.epoch_start,
+                annealing_epochs=self.annealing_epochs,
+                device=None,  # keep the average on the training device
+            )
+        ]
+
+
+class EMA(Technique):
+    """Exponential moving average of the weights after every step (Lightning's
+    ``EMAWeightAveraging``); validation and the test use the average."""
+
+    final_weights = True
+
+    def __init__(self, decay: float = 0.99):
+        if not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            _fail("ema", "decay", decay, "must be in (0, 1)")
+        self.decay = float(decay)
+
+    def callbacks(self) -> list:
+        return [pl.callbacks.EMAWeightAveraging(decay=self.decay)]
+
+
+class GradientClipping(Technique):
+    """Clip the gradient before each step: its global norm to ``value`` (``algorithm: norm``) or
+    each element to [-value, value] (``algorithm: value``)."""
+
+    def __init__(self, value: float = 1.0, algorithm: str = "norm"):
+        self.value = _positive("gradient_clipping", "value", value)
+        self.algorithm = _choice("gradient_clipping", "algorithm", algorithm, ("norm", "value"))
+
+    def trainer_kwargs(self, kwargs: dict) -> dict:
+        return {
+            **kwargs,
+            "gradient_clip_val": self.value,
+            "gradient_clip_algorithm": self.algorithm,
+        }
