@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reglab.errors import ConfigError
-
 from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -57,6 +55,22 @@ def test_wandb_offline_run_holds_config_summary_tags_and_images(tmp_path, monkey
     assert len(logged) == 1 and logged[0]["train/augmented/count"] == 16
 
     assert files_containing(out, FAKE_KEY) == []
+
+
+def test_failed_run_is_closed_as_failed_and_the_next_run_is_its_own(tmp_path, monkeypatch):
+    from reglab.errors import DivergenceError
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(DivergenceError):
+        train([*TINY_WANDB, "optimizer.lr=1e30", "trainer.limit_train_batches=3"], tmp_path / "a")
+    (failed,) = offline_runs(tmp_path / "a")
+    s = read_wandb_run(failed)["summary"]
+    assert s["status"] == "failed" and "DivergenceError" in s["error"]
+
+    # As the next job of a sequential sweep: a run of its own, not the failed one reopened.
+    train(TINY_WANDB, tmp_path / "b")
+    (ok,) = offline_runs(tmp_path / "b")
+    assert read_wandb_run(ok)["summary"]["status"] == "ok"
 
 
 def test_images_do_not_change_the_training(tmp_path, monkeypatch):
@@ -145,7 +159,7 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
         assert run["val/acc_best"] == pytest.approx(t.value)
 
 
-def test_search_space_names_a_missing_knob(tmp_path):
+def test_search_space_names_a_missing_knob(tmp_path, capsys):
     import optuna
 
     from reglab.search import suggest
@@ -153,8 +167,12 @@ def test_search_space_names_a_missing_knob(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = compose_cfg(["hparams_search=optuna", "regularizer=dropout"], tmp_path)
     trial = optuna.create_study().ask()
-    with pytest.raises(ConfigError, match="search.param=regularizer.l2.strength"):
+    with pytest.raises(SystemExit) as exit_info:
         suggest(cfg, trial)
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("reglab: error: search.param=regularizer.l2.strength ")
+    assert "regularizer=l2" in line
 
     cfg = compose_cfg(
         ["hparams_search=optuna", "regularizer=dropout", "search.param=regularizer.dropout.p",

@@ -7,6 +7,7 @@ kept in a SQLite file, so the same command run again continues the same study.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,8 +28,17 @@ def sqlite_storage(path: str) -> str:
 def suggest(cfg: DictConfig, trial) -> None:
     """Optuna's ``custom_search_space`` hook: suggest ``search.param`` for this trial.
 
-    What ``trial`` suggests becomes the job's override ``<search.param>=<value>``.
+    What ``trial`` suggests becomes the job's override ``<search.param>=<value>``. A bad
+    ``search`` section stops the search with one line and exit status 2, as reglab-train does.
     """
+    try:
+        suggest_param(cfg, trial)
+    except ConfigError as e:
+        print(f"reglab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def suggest_param(cfg: DictConfig, trial) -> None:
     s = cfg.get("search")
     if s is None or not s.get("param"):
         return
