@@ -170,7 +170,7 @@ def read_wandb_run(run_dir: Path) -> dict:
         if kind == "run":
             r = rec.run
             out["run"] = {"name": r.display_name, "group": r.run_group, "job_type": r.job_type,
-                          "tags": list(r.tags), "project": r.project}  # fmt: skip
+                          "tags": list(r.tags), "project": r.project, "notes": r.notes}  # fmt: skip
         elif kind == "files":
             out["files"] += [f.path for f in rec.files.files]
         elif kind == "config":

@@ -32,6 +32,10 @@ def offline_runs(root: Path) -> list[Path]:
 def test_wandb_offline_run_holds_config_summary_tags_and_images(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_NOTES", "")
+    monkeypatch.delenv("WANDB_NOTES")  # so that teardown also removes the one .env sets
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("WANDB_NOTES=from the .env file\n")
     out = tmp_path / "run"
     summary = train([*TINY_WANDB, "regularizer=[l2]", "tags=[smoke]", "seed=3"], out)
 
@@ -39,6 +43,7 @@ def test_wandb_offline_run_holds_config_summary_tags_and_images(tmp_path, monkey
     rec = read_wandb_run(run_dir)
     assert rec["run"]["name"] == "l2"
     assert rec["run"]["group"] == ""  # a single run belongs to no sweep
+    assert rec["run"]["notes"] == "from the .env file"
     assert set(rec["run"]["tags"]) == {"digits", "mlp", "l2", "smoke"}
     assert rec["config"]["data"]["name"] == "digits"
     assert rec["config"]["regularizer"]["l2"]["strength"] == pytest.approx(1e-4)

@@ -50,11 +50,6 @@ def is_wandb(logger_cfg: Mapping | None) -> bool:
     return bool(logger_cfg) and str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
 
 
-def uses_wandb(cfg: Mapping) -> bool:
-    """Whether a (composed) config logs to W&B: ``logger=wandb`` or ``logger=many``."""
-    return any(is_wandb(lg) for lg in (cfg.get("logger") or {}).values())
-
-
 def sweep_group() -> str | None:
     """The sweep folder's name when this job is part of a multirun, else None."""
     from hydra.core.hydra_config import HydraConfig
@@ -182,6 +177,14 @@ def log_report_table(sweep_dir: str | Path, config: Mapping) -> str | None:
     results = sweep_dir / "results.csv"
     if lg_cfg is None or not results.is_file():
         return None
+    try:
+        return _log_report_run(sweep_dir, results, lg_cfg, config)
+    except Exception as e:  # the local report is written already; W&B is an extra
+        print(f"reglab: warning: the report was not logged to W&B: {e}", file=sys.stderr)
+        return None
+
+
+def _log_report_run(sweep_dir: Path, results: Path, lg_cfg: Mapping, config: Mapping) -> str:
     import pandas as pd
     import wandb
 
