@@ -279,6 +279,18 @@ class IndexBatches:
         self.drop_last, self.seed, self.rank, self.world_size = drop_last, seed, rank, world_size
         self.epoch = 0
 
+    # The order of epoch e is a function of (seed, e) only. Lightning calls
+    # ``loader.sampler.set_epoch(e)`` before every epoch, resumed runs included, so a run
+    # restarted from a checkpoint sees the same batches as one that never stopped.
+    batch_sampler = None  # what Lightning's DataLoader checks look for next to ``sampler``
+
+    @property
+    def sampler(self) -> IndexBatches:
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def _indices(self) -> torch.Tensor:
         n = len(self.split)
         if self.shuffle:

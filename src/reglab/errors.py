@@ -1,5 +1,7 @@
 """The errors reglab reports as one line (no traceback) before exiting non-zero."""
 
+from __future__ import annotations
+
 
 class ReglabError(Exception):
     """Base class: the message is the whole story, printed as one line."""
@@ -14,4 +16,8 @@ class DataError(ReglabError):
 
 
 class DivergenceError(ReglabError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite; ``step`` is the optimizer step where it was seen."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import sys
 from pathlib import Path
 
@@ -14,28 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from reglab.config import CONF_DIR, to_plain
+from reglab.checkpoint import load_checkpoint
+from reglab.config import CONF_DIR, to_plain, with_env
 from reglab.data import DataModule, IndexBatches
 from reglab.errors import ConfigError, ReglabError
 from reglab.module import Classifier
 from reglab.train import fail, write_json_atomic
-
-
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
-    """Load a checkpoint's dict; refuse arbitrary pickled objects unless ``trust``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        raise ConfigError(
-            f"{path} holds pickled objects beyond tensors and plain containers, which can run code "
-            f"when loaded; refused. If you made it or fully trust it, pass trust_checkpoint=true "
-            f"({str(e).splitlines()[0]})"
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ConfigError(f"{path} is not a readable checkpoint ({e}); is it truncated?") from e
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path) -> Classifier:
@@ -109,6 +92,7 @@ def print_summary(summary: dict) -> None:
     Console().print(table)
 
 
+@with_env
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
     paths = cfg.ckpt_path if isinstance(to_plain(cfg.ckpt_path), list) else [cfg.ckpt_path]

@@ -53,6 +53,13 @@ def _check_p(name: str, p: float) -> float:
     return p
 
 
+def _check_noise(std: float) -> float:
+    # Checked here: a negative std never reaches GaussianNoise, which is built only for std > 0.
+    if std < 0:
+        raise ConfigError(f"model.activation_noise={std} must be >= 0 (a standard deviation)")
+    return std
+
+
 def _hidden(layer: nn.Module, features: int, bn: bool, dim: int, p: float, noise: float):
     """layer -> [BatchNorm] -> ReLU -> [noise] -> [Dropout]"""
     parts: list[nn.Module] = [layer]
@@ -78,6 +85,7 @@ def mlp(
     stochastic_depth: float = 0.0,
 ) -> nn.Module:
     _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
+    _check_noise(activation_noise)
     if stochastic_depth:
         raise ConfigError(
             "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
@@ -118,6 +126,7 @@ def cnn(
 ) -> nn.Module:
     """Conv blocks (two 3x3 convs, then 2x2 max-pool while the image is >= 8 px), then an MLP head."""
     _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
+    _check_noise(activation_noise)
     if stochastic_depth:
         raise ConfigError(
             "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
@@ -193,6 +202,7 @@ def resnet18(
 ) -> nn.Module:
     """ResNet-18, CIFAR variant: 3x3 stem, no max-pool; dropout before the classifier."""
     _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
+    _check_noise(activation_noise)
     _check_p("stochastic_depth", stochastic_depth)
     stem = [nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=not batch_norm)]
     stem += [nn.BatchNorm2d(width)] if batch_norm else []

@@ -104,6 +104,8 @@ class Classifier(pl.LightningModule):
             )
         if not self.opt_cfg.get("lr", 0) > 0:
             raise ConfigError(f"optimizer.lr={self.opt_cfg.get('lr')} must be > 0")
+        if self.opt_cfg.get("weight_decay", 0) < 0:
+            raise ConfigError(f"optimizer.weight_decay={self.opt_cfg['weight_decay']} must be >= 0")
         if self.opt_cfg.get("scheduler", "none") not in SCHEDULERS:
             raise ConfigError(
                 f"optimizer.scheduler={self.opt_cfg.get('scheduler')!r}; choose one of {list(SCHEDULERS)}"
@@ -122,6 +124,7 @@ class Classifier(pl.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
         self.history: list[dict] = []  # one row per epoch, for curves in the report
 
     # ------------------------------------------------------------------ the data path
@@ -163,7 +166,8 @@ class Classifier(pl.LightningModule):
         if loss is not None and not torch.isfinite(loss):
             raise DivergenceError(
                 f"loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
-                "lower optimizer.lr or the penalty strength"
+                "lower optimizer.lr or the penalty strength",
+                step=self.global_step,
             )
         for t in self.techniques.values():
             t.after_step(self.model)

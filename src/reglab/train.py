@@ -14,12 +14,20 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 import reglab.compare  # noqa: F401  (registers the `technique` config group)
+from reglab.checkpoint import (
+    RngStates,
+    SafeCheckpointIO,
+    check_compatible,
+    load_checkpoint,
+    resumable,
+)
 from reglab.config import CONF_DIR, check_config, to_plain
 from reglab.data import DataModule
-from reglab.errors import ReglabError
+from reglab.errors import ConfigError, ReglabError
 from reglab.module import Classifier
 from reglab.tracking import finish_failed, finish_wandb, make_loggers, tracking_callbacks
 
@@ -54,6 +62,7 @@ def run_name(cfg: DictConfig) -> str:
 
 def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
     dm = DataModule(**to_plain(cfg.data), seed=cfg.seed)
+    dm.setup("fit")  # now, so missing or corrupt files and a too large subset fail before any Trainer
     model = Classifier(
         model=to_plain(cfg.model),
         input_shape=dm.input_shape,
@@ -73,7 +82,9 @@ def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
         return str(cfg.ckpt_path)
     if cfg.get("resume"):
         last = ckpt_dir / "last.ckpt"
-        return str(last) if last.is_file() else None
+        if last.is_file():
+            return str(last)
+        print(f"reglab: resume=true: no {last} yet; training from the start", file=sys.stderr)
     return None
 
 
@@ -93,12 +104,19 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict:
     trainer_kwargs.pop("_target_", None)
     has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     trainer_kwargs.setdefault("enable_checkpointing", has_ckpt)
-    trainer = pl.Trainer(
-        **trainer_kwargs,
-        callbacks=callbacks,
-        logger=loggers or False,
-        use_distributed_sampler=False,
-    )
+    # Atomic checkpoint writes and weights-only loads, for every save and load the Trainer does.
+    plugins = [*(trainer_kwargs.pop("plugins", None) or []),
+               SafeCheckpointIO(trust=bool(cfg.get("trust_checkpoint")))]  # fmt: skip
+    try:
+        trainer = pl.Trainer(
+            **trainer_kwargs,
+            plugins=plugins,
+            callbacks=[*callbacks, RngStates()],
+            logger=loggers or False,
+            use_distributed_sampler=False,
+        )
+    except (MisconfigurationException, TypeError, ValueError) as e:  # e.g. trainer=gpu, no GPU
+        raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]}") from e
     for lg in trainer.loggers:
         lg.log_hyperparams(to_plain(cfg))
 
@@ -108,7 +126,11 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict:
         if ckpt_cb is not None and ckpt_cb.dirpath
         else out_dir / "checkpoints"
     )
-    trainer.fit(model, datamodule=dm, ckpt_path=resume_path(cfg, ckpt_dir))
+    ckpt_path = resume_path(cfg, ckpt_dir)
+    if ckpt_path:  # one clear line instead of Lightning's traceback for a foreign checkpoint
+        trust = bool(cfg.get("trust_checkpoint"))
+        check_compatible(load_checkpoint(ckpt_path, trust), model, ckpt_path)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     final_weights = any(t.final_weights for t in model.techniques.values())
@@ -164,6 +186,7 @@ def fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+@resumable  # loads .env; resume=true reuses the previous run's folder (see reglab.checkpoint)
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
@@ -178,6 +201,7 @@ def main(cfg: DictConfig) -> float | None:
                 out / "metrics.json",
                 {"status": "failed", "error": error, "name": run_name(cfg), "seed": cfg.get("seed"),
                  "data": cfg.data.get("name"), "model": cfg.model.get("name"),
+                 "global_step": getattr(e, "step", None),
                  "techniques": techniques_of(cfg), "traceback": traceback.format_exc()},
             )  # fmt: skip
         if multirun:

@@ -1,0 +1,371 @@
+"""Reliability: resume after SIGKILL, determinism, bad input refused before training, safe loading.
+
+Bad inputs are tried through ``reglab-train`` (exit code and the one ``reglab: error:`` line) for
+a few, and in-process for the rest, with ``Trainer.fit`` patched to fail the test if reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from reglab.checkpoint import (
+    SafeCheckpointIO,
+    load_checkpoint,
+    previous_run,
+    resume_argv,
+)
+from reglab.config import ROOT_DIR, check_group_choices, load_env
+from reglab.errors import ConfigError, DataError
+
+from .conftest import FAST, cli, train, write_cifar_dataset, write_idx_dataset
+
+UNSTABLE = ("wall_time_s", "best_checkpoint")  # a clock and a path; everything else must match
+
+
+def stable(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in UNSTABLE}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("reglab: error:")]
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *parts: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    (line,) = error_lines(r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    for part in parts:
+        assert part in line, (part, line)
+    return line
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Fail the test if training starts: bad input must be refused before ``Trainer.fit``."""
+
+    def fit(*args, **kwargs):
+        raise AssertionError("training started despite bad input")
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits_mlp")
+    train(["trainer.max_epochs=1", "callbacks=model_checkpoint", "logger=csv"], out)
+    return out / "checkpoints" / "last.ckpt"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+BAD = [
+    (["model.input_dropout=-0.1"], "model.input_dropout=-0.1 must be in [0, 1)"),
+    (["model.activation_noise=-1"], "model.activation_noise=-1 must be >= 0"),
+    (["regularizer=dropout", "regularizer.dropout.p=1.2"], "regularizer.dropout.p=1.2"),
+    (["regularizer=gaussian_noise", "regularizer.gaussian_noise.std=-1"],
+     "regularizer.gaussian_noise.std=-1"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be > 0"),
+    (["optimizer.lr=0"], "optimizer.lr=0 must be > 0"),
+    (["optimizer.weight_decay=-0.01"], "optimizer.weight_decay=-0.01 must be >= 0"),
+    (["data.train_subset=5"], "data.train_subset=5 is smaller than the 10 classes"),
+    (["data.train_subset=100000"], "data.train_subset=100000 is larger than the 1212"),
+    (["data.num_folds=5", "data.fold=5"], "fold in [0, 5)"),
+    (["data.num_folds=3", "data.fold=-1"], "data.fold=-1"),
+    (["data.val_fraction=0"], "data.val_fraction=0 must be in (0, 1)"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 must be in (0, 1)"),
+    (["data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
+    (["data.batch_size=-8"], "data.batch_size=-8 must be a positive integer"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be a positive integer"),
+    (["trainer.max_epochs=-3"], "trainer.max_epochs=-3 must be a positive integer"),
+    (["regularizer=stochastic_depth"], "stochastic_depth needs residual blocks"),
+    (["model=cnn", "regularizer=stochastic_depth"], "stochastic_depth needs residual blocks"),
+    (["data.batch_size=abc"], "data.batch_size='abc' must be an integer"),
+    (["optimizer.lr=fast"], "optimizer.lr='fast' must be a number"),
+    (["trainer.max_epochs=ten"], "trainer.max_epochs='ten' must be a positive integer"),
+    (["seed=1.5"], "seed=1.5 must be an integer"),
+    (["ckpt_path=/no/such/file.ckpt"], "ckpt_path=/no/such/file.ckpt: no such file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_refused_before_training(overrides, message, tmp_path, no_fit):
+    with pytest.raises(ConfigError) as e:
+        train(["trainer.max_epochs=2", "callbacks=none", "logger=csv", *overrides], tmp_path)
+    text = str(e.value)
+    assert message in text and "\n" not in text, text
+
+
+def test_cli_bad_value_is_one_line_and_exit_2(tmp_path):
+    r = cli("reglab-train", "model.dropout=1.5", f"paths.log_dir={tmp_path}")
+    assert_one_line_error(r, "model.dropout=1.5", "[0, 1)")
+    (saved,) = tmp_path.glob("runs/*/metrics.json")
+    record = json.loads(saved.read_text())
+    assert record["status"] == "failed" and "model.dropout=1.5" in record["error"]
+    assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
+
+
+def test_cli_negative_penalty_strength(tmp_path):
+    r = cli("reglab-train", "regularizer=l2", "regularizer.l2.strength=-1",
+            f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert_one_line_error(r, "regularizer.l2.strength=-1")
+
+
+def test_cli_unknown_technique_in_a_list_is_one_line(tmp_path):
+    # Hydra's own message for a bad entry of a multi-select list does not list the options.
+    r = cli("reglab-train", "regularizer=[l2,dropuot]", f"paths.log_dir={tmp_path}")
+    assert_one_line_error(r, "regularizer=dropuot is not an option", "'dropout'", "'l2'")
+    assert not list(tmp_path.glob("runs/*"))  # refused before Hydra made a run folder
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [("data=mnist_typo", "data=mnist_typo is not an option; choose from ['cifar10', "),
+     ("model=vit", "model=vit is not an option; choose from ["),
+     ("augmentation=[nosuch]", "augmentation=nosuch is not an option"),
+     ("+experiment=nosuch", "experiment=nosuch is not an option")],
+)  # fmt: skip
+def test_unknown_dataset_model_or_technique_names_the_options(override, message):
+    with pytest.raises(ConfigError) as e:
+        check_group_choices(["seed=1", override])
+    assert message in str(e.value)
+    check_group_choices(["data=digits", "model=cnn", "regularizer=[l2,dropout]", "seed=1"])
+    check_group_choices(["regularizer=l1,l2", "data=glob(*)"])  # sweeps: fine or Hydra's job
+
+
+def test_unknown_model_name_in_config(tmp_path, no_fit):
+    with pytest.raises(ConfigError, match=r"model.name='vit' is not a model; choose one of"):
+        train([*FAST, "model.name=vit"], tmp_path)
+
+
+def test_cli_truncated_dataset_file_is_named(tmp_path):
+    data = tmp_path / "data"
+    write_idx_dataset(data / "MNIST" / "raw", n_train=100, n_test=50)
+    bad = data / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:200])
+    r = cli("reglab-train", "data=mnist", f"paths.data_dir={data}", "data.download=false",
+            f"paths.log_dir={tmp_path / 'logs'}")  # fmt: skip
+    assert_one_line_error(r, str(bad), "delete it")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_cifar_file_is_named(damage, tmp_path, no_fit):
+    write_cifar_dataset(tmp_path, hundred=False, n_per_file=20)
+    bad = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"not a pickle" * 10)
+    with pytest.raises(DataError, match=r"data_batch_3.*delete it"):
+        train([*FAST, "data=cifar10"], tmp_path / "out", data_dir=tmp_path)
+
+
+def test_checkpoint_of_another_model_is_refused(digits_ckpt, tmp_path):
+    r = cli("reglab-train", "model=cnn", f"ckpt_path={digits_ckpt}", f"paths.log_dir={tmp_path}")
+    assert_one_line_error(r, "was saved by model=mlp on data=digits", "this run is model=cnn")
+
+
+def test_checkpoint_of_another_dataset_is_refused(digits_ckpt, fake_data_dir, tmp_path, no_fit):
+    with pytest.raises(ConfigError, match=r"saved by model=mlp on data=digits .* data=mnist"):
+        train([*FAST, "data=mnist", f"ckpt_path={digits_ckpt}"], tmp_path, fake_data_dir)
+
+
+def test_checkpoint_of_another_network_shape_is_refused(digits_ckpt, tmp_path, no_fit):
+    with pytest.raises(ConfigError, match=r"does not fit this run's network"):
+        train([*FAST, "model.widths=[32]", f"ckpt_path={digits_ckpt}"], tmp_path)
+
+
+def test_divergence_stops_at_once_and_is_recorded(tmp_path):
+    r = cli("reglab-train", "optimizer=sgd", "optimizer.lr=1e10", "trainer.max_epochs=5",
+            "callbacks=none", f"paths.log_dir={tmp_path}")  # fmt: skip
+    line = assert_one_line_error(r, "loss became", "lower optimizer.lr")
+    (saved,) = tmp_path.glob("runs/*/metrics.json")
+    record = json.loads(saved.read_text())
+    assert record["status"] == "failed" and "loss became" in record["error"]
+    step = record["global_step"]
+    assert f"at step {step} " in line
+    assert 0 < step < 9  # digits has 9 steps per epoch: it stopped inside the first one
+
+
+# ----------------------------------------------------------------------------- safe loading
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: proof that loading would have run code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _malicious_copy(good: Path, bad: Path, marker: Path) -> None:
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["evil"] = _Payload(marker)
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    with open(bad, "wb") as f:
+        torch.save(ckpt, f, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def test_train_refuses_pickled_objects_in_ckpt_path(digits_ckpt, tmp_path):
+    marker, bad = tmp_path / "code_ran", tmp_path / "bad.ckpt"
+    _malicious_copy(digits_ckpt, bad, marker)
+    r = cli("reglab-train", f"ckpt_path={bad}", f"paths.log_dir={tmp_path / 'logs'}")
+    assert_one_line_error(r, str(bad), "trust_checkpoint=true")
+    assert not marker.exists()
+
+
+def test_resume_refuses_pickled_objects_in_last_ckpt(digits_ckpt, tmp_path, no_fit):
+    marker = tmp_path / "code_ran"
+    _malicious_copy(digits_ckpt, tmp_path / "run" / "checkpoints" / "last.ckpt", marker)
+    with pytest.raises(ConfigError, match="trust_checkpoint=true"):
+        train(["callbacks=default", "logger=csv", "resume=true"], tmp_path / "run")
+    assert not marker.exists()
+    load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", trust=True)
+    assert marker.exists()  # the flag really is what stands between the file and its code
+
+
+def test_truncated_checkpoint_is_refused_in_one_line(digits_ckpt, tmp_path, no_fit):
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(digits_ckpt.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        train([*FAST, f"ckpt_path={bad}"], tmp_path / "out")
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(20)  # a partial file on disk, as a kill mid-write leaves it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+    args = ["trainer.max_epochs=2", "callbacks=default", "logger=csv", "regularizer=dropout",
+            "optimizer.scheduler=cosine"]  # fmt: skip
+    first = train([*args, "seed=7"], tmp_path / "a")
+    second = train([*args, "seed=7"], tmp_path / "b")
+    other = train([*args, "seed=8"], tmp_path / "c")
+    saved = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in "abc"]
+    assert stable(saved[0]) == stable(saved[1])
+    assert stable(first) == stable(second) and first["test/acc"] > 0.5
+    assert saved[2]["history"] != saved[0]["history"]  # the seed matters, so the check can fail
+    assert other["seed"] == 8
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_previous_run_is_the_newest_with_the_same_overrides(tmp_path):
+    def make(name: str, overrides: list[str], age: float) -> Path:
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        t = time.time() - age
+        os.utime(folder / ".hydra" / "overrides.yaml", (t, t))
+        return folder
+
+    make("old", ["seed=1", "model=cnn"], age=100)
+    newest = make("new", ["model=cnn", "seed=1", "resume=true"], age=10)
+    make("other", ["seed=2", "model=cnn"], age=1)
+    assert previous_run(["seed=1", "model=cnn", "resume=true"], tmp_path) == newest
+    assert previous_run(["seed=1", "model=cnn"], tmp_path) == newest
+    assert previous_run(["seed=3"], tmp_path) is None
+    assert resume_argv(["seed=1"]) == ["seed=1"]  # no resume=true: untouched
+    assert resume_argv(["-m", "seed=1,2", "resume=true"])[-1] == "resume=true"
+
+
+def _popen_train(*args: str) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "reglab-train"
+    return subprocess.Popen(
+        [str(exe), *args], cwd=ROOT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "WANDB_MODE": "offline"}, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
+    # Dropout and a cosine schedule: equal results need the RNG and scheduler states restored,
+    # not only the weights; the batch order follows (seed, epoch).
+    args = ["trainer.max_epochs=5", "data.batch_size=32", "regularizer=dropout", "seed=3",
+            "optimizer.scheduler=cosine", "callbacks=model_checkpoint", "logger=csv"]  # fmt: skip
+    reference = train(args, tmp_path / "reference")
+
+    logs = tmp_path / "logs"
+    proc = _popen_train(*args, f"paths.log_dir={logs}")
+    deadline = time.time() + 300
+    while not list(logs.glob("runs/*/checkpoints/last.ckpt")):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    (run_dir,) = logs.glob("runs/*")
+    killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert killed_at < 4 and not (run_dir / "metrics.json").exists()  # it really was cut short
+
+    r = cli("reglab-train", *args, f"paths.log_dir={logs}", "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"continuing {run_dir}" in r.stderr
+    assert [p.name for p in logs.glob("runs/*")] == [run_dir.name]  # the same folder, reused
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["epochs_trained"] == 5 and len(resumed["history"]) == 5
+    assert stable(resumed) == stable(json.loads(json.dumps(reference)))
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+def test_dotenv_is_loaded_without_overriding_the_environment(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("REGLAB_TEST_FROM_DOTENV=yes\nREGLAB_TEST_SET=dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REGLAB_TEST_FROM_DOTENV", raising=False)
+    monkeypatch.setenv("REGLAB_TEST_SET", "environment")
+    load_env()
+    assert os.environ["REGLAB_TEST_FROM_DOTENV"] == "yes"
+    assert os.environ["REGLAB_TEST_SET"] == "environment"
+    monkeypatch.delenv("REGLAB_TEST_FROM_DOTENV")
+
+
+def test_env_file_is_git_ignored():
+    assert ".env" in (ROOT_DIR / ".gitignore").read_text().split()
+
+
+@pytest.mark.slow
+def test_api_key_never_reaches_the_run_folder(tmp_path, monkeypatch):
+    key = "a1b2c3d4e5f6reglabfakekey0123456789abcdef"  # 40 characters, like a real W&B key
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    (tmp_path / ".env").write_text(f"WANDB_API_KEY={key}\nWANDB_NOTES=dotenv-was-read\n")
+    logs = tmp_path / "logs"
+    r = cli("reglab-train", "logger=wandb", "trainer.max_epochs=1", "callbacks=default",
+            f"paths.log_dir={logs}", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = [p for p in logs.rglob("*") if p.is_file()]
+    assert any(p.name == "metrics.json" for p in files) and any(".hydra" in p.parts for p in files)
+    assert any(b"dotenv-was-read" in p.read_bytes() for p in files)  # the child read .env
+    leaked = [str(p) for p in files if key.encode() in p.read_bytes()]
+    assert not leaked and key not in r.stdout + r.stderr
