@@ -25,8 +25,9 @@ from reglab.checkpoint import (
     previous_run,
     resume_argv,
 )
-from reglab.config import ROOT_DIR, check_group_choices, load_env
+from reglab.config import ROOT_DIR, check_group_choices
 from reglab.errors import ConfigError, DataError
+from reglab.tracking import load_env_file
 
 from .conftest import FAST, cli, train, write_cifar_dataset, write_idx_dataset
 
@@ -345,7 +346,7 @@ def test_dotenv_is_loaded_without_overriding_the_environment(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("REGLAB_TEST_FROM_DOTENV", raising=False)
     monkeypatch.setenv("REGLAB_TEST_SET", "environment")
-    load_env()
+    load_env_file()
     assert os.environ["REGLAB_TEST_FROM_DOTENV"] == "yes"
     assert os.environ["REGLAB_TEST_SET"] == "environment"
     monkeypatch.delenv("REGLAB_TEST_FROM_DOTENV")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import types
 import typing
 from collections.abc import Sequence
@@ -48,25 +47,14 @@ def to_plain(node):
     return node
 
 
-def load_env() -> None:
-    """Read ``KEY=value`` lines of a ``.env`` file (git-ignored) into the environment.
-
-    The first ``.env`` found from the working directory upwards, then the repository's own;
-    variables already set in the environment win.
-    """
-    from dotenv import find_dotenv, load_dotenv
-
-    for path in (find_dotenv(usecwd=True), ROOT_DIR / ".env"):
-        if path and os.path.isfile(path):
-            load_dotenv(path, override=False)
-
-
 def with_env(main):
     """Entry-point wrapper: load ``.env`` before Hydra composes (configs may read ``oc.env``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        load_env()
+        from reglab.tracking import load_env_file
+
+        load_env_file()
         return main(*args, **kwargs)
 
     return wrapper
