@@ -219,8 +219,10 @@ class Zca(Augmentation):
         self.zca = ZCAWhitening(eps=float(eps))
 
     def fit(self, images):
-        self.zca.fit(images.flatten(1).to(torch.float64))
-        self.zca.to(images.dtype)
+        # float64 keeps the small eigenvalues accurate; MPS has no float64, so fit on the CPU there.
+        device = "cpu" if images.device.type == "mps" else images.device
+        self.zca.fit(images.flatten(1).to(device=device, dtype=torch.float64))
+        self.zca.to(device=images.device, dtype=images.dtype)
 
     def forward(self, x):
         if not self.zca.fitted:
