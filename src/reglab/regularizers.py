@@ -253,7 +253,7 @@ class SmallModel(Technique):
         for key in ("hidden", "width"):
             if out.get(key):
                 out[key] = self._narrow(out[key])
-        if out == kwargs:
+        if not any(out.get(k) for k in ("widths", "channels", "hidden", "width")):
             raise ConfigError(
                 "regularizer=small_model: the model has none of the width arguments "
                 "widths / channels / hidden / width to shrink"
