@@ -131,11 +131,14 @@ def test_no_report_run_without_wandb(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
+    """4 trials of the L2 strength search; a second, categorical dimension makes some trials
+    fail (a negative weight decay is refused): they are recorded as failed, the search goes on."""
     import optuna
 
     r = cli(
-        "reglab-train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST,
-        f"paths.log_dir={tmp_path}",
+        "reglab-train", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
+        "optimizer.weight_decay=choice(0.0,-1.0)", "hydra.callbacks.report.fail_on_error=false",
+        *FAST, f"paths.log_dir={tmp_path}",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps").iterdir()
@@ -146,22 +149,28 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     study = optuna.load_study(
         study_name="digits_mlp_regularizer.l2.strength", storage=f"sqlite:///{db}"
     )
-    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-    assert len(trials) == 3
+    assert len(study.trials) == 4
+    done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    failed = study.get_trials(states=[optuna.trial.TrialState.FAIL])
+    assert done and failed and len(done) + len(failed) == 4
+    assert all(t.params["optimizer.weight_decay"] == 0.0 for t in done)
+    assert all(t.params["optimizer.weight_decay"] == -1.0 for t in failed)
     assert best["best_params"] == study.best_params
-    assert best["best_value"] == pytest.approx(study.best_value)
+    assert best["best_value"] == pytest.approx(max(t.value for t in done))
     assert 1e-6 <= best["best_params"]["regularizer.l2.strength"] <= 1e-2
 
-    # Each trial ran the suggested strength and reported that run's val/acc_best.
+    # Each trial ran its suggested strength; a complete one reported that run's val/acc_best.
     runs = []
     for m in sweep.glob("*/metrics.json"):
         config = yaml.safe_load((m.parent / ".hydra" / "config.yaml").read_text())
         runs.append((config["regularizer"]["l2"]["strength"], json.loads(m.read_text())))
-    assert len(runs) == 3
-    for t in trials:
-        strength = t.params["regularizer.l2.strength"]
-        (run,) = [m for s, m in runs if s == pytest.approx(strength)]
-        assert run["val/acc_best"] == pytest.approx(t.value)
+    assert len(runs) == 4
+    for t in study.trials:
+        (run,) = [m for s, m in runs if s == pytest.approx(t.params["regularizer.l2.strength"])]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert run["status"] == "ok" and run["val/acc_best"] == pytest.approx(t.value)
+        else:
+            assert run["status"] == "failed" and "weight_decay" in run["error"]
 
 
 def test_search_space_names_a_missing_knob(tmp_path, capsys):

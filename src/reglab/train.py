@@ -207,9 +207,10 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             # Returning (not raising) lets Hydra's launcher go on with the next job and reach
             # on_multirun_end, where reglab.report.ReportCallback lists the failure and exits 1.
-            # NaN marks the trial failed for the Optuna sweeper without stopping the study.
+            # None, not NaN: Hydra's Optuna sweeper records a trial that returns no number as
+            # failed and goes on, while NaN makes optuna 2.x raise and ends the whole search.
             print(f"reglab: error: job {out.name} failed: {error}", file=sys.stderr)
-            return float("nan")
+            return None
         if not isinstance(e, ReglabError):
             raise
         fail(str(e))
