@@ -77,6 +77,8 @@ BAD = [
     (["regularizer=dropout", "regularizer.dropout.p=1.2"], "regularizer.dropout.p=1.2"),
     (["regularizer=gaussian_noise", "regularizer.gaussian_noise.std=-1"],
      "regularizer.gaussian_noise.std=-1"),
+    (["regularizer=l2", "regularizer.l2.strength=-1"], "regularizer.l2.strength=-1"),
+    (["regularizer=l1", "regularizer.l1.strength=-0.5"], "regularizer.l1.strength=-0.5"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be > 0"),
     (["optimizer.lr=0"], "optimizer.lr=0 must be > 0"),
     (["optimizer.weight_decay=-0.01"], "optimizer.weight_decay=-0.01 must be >= 0"),
@@ -115,12 +117,6 @@ def test_cli_bad_value_is_one_line_and_exit_2(tmp_path):
     record = json.loads(saved.read_text())
     assert record["status"] == "failed" and "model.dropout=1.5" in record["error"]
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
-
-
-def test_cli_negative_penalty_strength(tmp_path):
-    r = cli("reglab-train", "regularizer=l2", "regularizer.l2.strength=-1",
-            f"paths.log_dir={tmp_path}")  # fmt: skip
-    assert_one_line_error(r, "regularizer.l2.strength=-1")
 
 
 def test_cli_unknown_technique_in_a_list_is_one_line(tmp_path):
@@ -311,7 +307,7 @@ def _popen_train(*args: str) -> subprocess.Popen:
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     # Dropout and a cosine schedule: equal results need the RNG and scheduler states restored,
     # not only the weights; the batch order follows (seed, epoch).
-    args = ["trainer.max_epochs=5", "data.batch_size=32", "regularizer=dropout", "seed=3",
+    args = ["trainer.max_epochs=4", "data.batch_size=64", "regularizer=dropout", "seed=3",
             "optimizer.scheduler=cosine", "callbacks=model_checkpoint", "logger=csv"]  # fmt: skip
     reference = train(args, tmp_path / "reference")
 
@@ -327,14 +323,14 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     proc.stderr.close()
     (run_dir,) = logs.glob("runs/*")
     killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    assert killed_at < 4 and not (run_dir / "metrics.json").exists()  # it really was cut short
+    assert killed_at < 3 and not (run_dir / "metrics.json").exists()  # it really was cut short
 
     r = cli("reglab-train", *args, f"paths.log_dir={logs}", "resume=true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"continuing {run_dir}" in r.stderr
     assert [p.name for p in logs.glob("runs/*")] == [run_dir.name]  # the same folder, reused
     resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed["epochs_trained"] == 5 and len(resumed["history"]) == 5
+    assert resumed["epochs_trained"] == 4 and len(resumed["history"]) == 4
     assert stable(resumed) == stable(json.loads(json.dumps(reference)))
 
 
