@@ -132,7 +132,7 @@ class L1(Technique):
 class L2(Technique):
     """``strength * sum w^2`` added to the loss (Keras' ``l2(strength)``): shrinks all weights."""
 
-    def __init__(self, strength: float = 1e-4, weights_only: bool = True):
+    def __init__(self, strength: float = 1e-3, weights_only: bool = True):
         self.strength = _nonneg("l2", "strength", strength)
         self.weights_only = bool(weights_only)
 
@@ -177,7 +177,7 @@ class WeightDecay(Technique):
     decoupled decay and an L2 penalty are the same update up to the factor lr).
     """
 
-    def __init__(self, strength: float = 1e-2):
+    def __init__(self, strength: float = 0.1):
         self.strength = _nonneg("weight_decay", "strength", strength)
 
     def optimizer_kwargs(self, kwargs: dict) -> dict:
