@@ -175,8 +175,6 @@ class RngStates(pl.Callback):
 
 # ----------------------------------------------------------------------------- resume=true
 
-TRUE = ("true", "1", "yes", "on")
-
 
 def _key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
@@ -229,7 +227,7 @@ def runs_root_of(overrides: list[str]) -> Path | None:
 def resume_argv(argv: list[str]) -> list[str]:
     """``argv`` plus ``hydra.run.dir=<previous run>`` when it asks for ``resume=true``."""
     overrides = task_overrides(argv)
-    wants = any(_key_of(o) == "resume" and o.split("=", 1)[1].lower() in TRUE for o in overrides)
+    wants = any(_key_of(o) == "resume" and o.split("=", 1)[1].lower() == "true" for o in overrides)
     multirun = "-m" in argv or "--multirun" in argv
     explicit = any(_key_of(a) == "hydra.run.dir" for a in argv if "=" in a)
     if not wants or multirun or explicit or any(a in argv for a in ("--help", "-h", "--cfg", "-c")):
