@@ -130,6 +130,7 @@ def test_varying_overrides_split_settings_and_label_knobs(tmp_path):
         "digits/mlp data.train_subset=100", "digits/mlp data.train_subset=500"}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_ensemble_vs_best_member(tmp_path):
     sweep = tmp_path / "sweep"
     accs = []

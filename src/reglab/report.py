@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import yaml
@@ -92,9 +93,12 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
         setting = [f"{row['data']}/{row['model']}"]
         knobs = []
         for k in varying:
-            if k in REPLICATE_KEYS or k in TECHNIQUE_KEYS or k in NAMED_KEYS or k not in o:
+            # Group choices (technique=l2, model=cnn, experiment/keras_case_study=zca) are already
+            # in the name, data and model fields.
+            if k in REPLICATE_KEYS or k in TECHNIQUE_KEYS or k in NAMED_KEYS or "/" in k:
                 continue
-            (knobs if k.split(".")[0] in TECHNIQUE_KEYS else setting).append(f"{k}={o[k]}")
+            if k in o:
+                (knobs if k.split(".")[0] in TECHNIQUE_KEYS else setting).append(f"{k}={o[k]}")
         settings.append(" ".join(setting))
         techniques.append(row["name"] + (f" ({', '.join(knobs)})" if knobs else ""))
     df["setting"] = settings
@@ -225,10 +229,13 @@ def plot_val_curves(runs: pd.DataFrame, ax=None, metric: str = "val/acc"):
     if ax is None:
         fig, (ax,) = _figure()
     curves = val_curves(runs, metric)
-    for technique in curves:
+    order = sorted(curves.columns, key=lambda t: t != BASELINE)  # baseline first in the legend
+    palette = matplotlib.colormaps["tab20"].colors
+    for i, technique in enumerate(order):
         base = technique == BASELINE
         ax.plot(curves.index, curves[technique], label=technique, linewidth=2.5 if base else 1.2,
-                color="black" if base else None, linestyle="--" if base else "-")  # fmt: skip
+                color="black" if base else palette[i % len(palette)],
+                linestyle="--" if base else ("-", "-.", ":")[(i // len(palette)) % 3])  # fmt: skip
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{metric} (mean over runs)")

@@ -1,0 +1,64 @@
+"""Every experiment file composes, and the sweeps cover what their comments promise."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from reglab.compare import technique_options
+from reglab.config import CONF_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_technique_group_has_one_option_per_technique_file():
+    files = {p.stem for g in ("regularizer", "augmentation") for p in (CONF_DIR / g).glob("*.yaml")}
+    assert set(technique_options()) == files - {"none"}
+    for option, (group, name) in technique_options().items():
+        cfg = _compose(f"+technique={option}")
+        chosen = {g: sorted(cfg[g] or {}) for g in ("regularizer", "augmentation")}
+        assert chosen == {g: [name] if g == group else [] for g in chosen}, option
+    base = _compose("+technique=baseline")
+    assert not base.regularizer and not base.augmentation
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_is_a_multirun_that_composes(name):
+    cfg = _compose(f"experiment={name}")
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
+    assert cfg.hydra.callbacks.report._target_ == "reglab.report.ReportCallback"
+
+
+def test_compare_sweeps_baseline_and_every_technique_three_seeds():
+    cfg = _compose("experiment=compare")
+    params = cfg.hydra.sweeper.params
+    assert params["+technique"] == "glob(*,exclude=stochastic_depth)"
+    assert params["seed"] == "1,2,3" and cfg.data.name == "digits"
+
+
+def test_keras_case_study_matches_the_classic_setup():
+    def keras(variant: str):
+        return _compose("experiment=keras_case_study", f"+experiment/keras_case_study={variant}")
+
+    cfg = keras("dropout")
+    assert cfg.model.name == "mlp_5x500" and cfg.optimizer.name == "adam"
+    assert cfg.trainer.max_epochs == 10 and cfg.data.batch_size == 128
+    assert cfg.data.val_fraction == 0.3 and cfg.regularizer.dropout.p == 0.25
+    assert keras("l1").regularizer.l1.strength == 1e-4
+    assert keras("l2").regularizer.l2.strength == 1e-4
+    stop = keras("early_stopping").regularizer.early_stopping
+    assert stop.patience == 2 and stop.monitor == "val/acc" and stop.mode == "max"
+    assert sorted(keras("zca").augmentation) == ["zca"] and not keras("zca").regularizer
+    assert not keras("baseline").regularizer and not keras("baseline").augmentation
+
+
+def test_ensemble_and_cross_validation_experiments():
+    ens = _compose("experiment=ensemble")
+    assert ens.hydra.callbacks.report.ensemble is True and "model_checkpoint" in ens.callbacks
+    cv = _compose("experiment=cross_validation", "data.fold=4")
+    assert cv.data.num_folds == 5 and cv.hydra.sweeper.params["data.fold"] == "range(0,5)"
