@@ -195,6 +195,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.name={model.get('name')!r} is not a model; choose one of {sorted(MODELS)}"
         )
+    # How the network runs, read by the Classifier (README "Speed"), not the network's arguments.
+    for key in ("channels_last", "compile", "tta"):
+        if not isinstance(model.pop(key, False), bool):
+            raise ConfigError(f"model.{key}={cfg.model[key]!r} must be true or false")
     check_kwargs(MODELS[model["name"]], model, "model", skip=("name", "input_shape", "num_classes"))
     for key in ("lr", "weight_decay", "momentum", "pct_start"):
         _number(cfg, f"optimizer.{key}")

@@ -308,15 +308,17 @@ class IndexBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        idx = self._indices()
+        images, labels = self.split.images, self.split.labels
+        # On the images' device (data.resident=true keeps them on the GPU): indices move once.
+        idx = self._indices().to(images.device)
         self.epoch += 1
         stop = len(self) * self.batch_size
-        images, labels = self.split.images, self.split.labels
         for start in range(0, stop, self.batch_size):
             b = idx[start : start + self.batch_size]
             if len(b) == 0:
                 break
-            yield images[b], labels[b]
+            # index_select: ~6x faster than images[b] (advanced indexing) on (N, C, H, W) uint8.
+            yield images.index_select(0, b), labels.index_select(0, b)
 
 
 class DataModule(pl.LightningDataModule):
@@ -336,6 +338,7 @@ class DataModule(pl.LightningDataModule):
         split_seed: int = 0,
         download: bool = True,
         train_eval_size: int = 10000,
+        resident: bool = False,
     ):
         super().__init__()
         if name not in NUM_CLASSES:
@@ -362,6 +365,7 @@ class DataModule(pl.LightningDataModule):
         # split_seed fixes the split, subset and folds; seed only orders the training batches.
         self.num_folds, self.fold, self.seed, self.split_seed = num_folds, fold, seed, split_seed
         self.train_eval_size = train_eval_size
+        self.resident = resident
         self.num_classes = NUM_CLASSES[name]
         self.mean, self.std = STATS[name]
         self.train: Split | None = None
@@ -373,8 +377,18 @@ class DataModule(pl.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train is not None:
-            return
+        if self.train is None:
+            self._load()
+        if self.resident and self.trainer is not None:
+            # Every split moves to the training device once; batches are then indexed there,
+            # with no host-to-device copy per step (CIFAR-10 as uint8: 180 MB).
+            device = self.trainer.strategy.root_device
+            for name in ("train", "val", "test"):
+                split = getattr(self, name)
+                if split.images.device != device:
+                    setattr(self, name, Split(split.images.to(device), split.labels.to(device)))
+
+    def _load(self) -> None:
         train, test = load_dataset(self.name, self.data_dir, download=self.download)
         tr_idx, va_idx = split_indices(
             train.labels, self.val_fraction, self.split_seed, self.num_folds, self.fold

@@ -224,6 +224,72 @@ def resnet18(
     return nn.Sequential(*layers)
 
 
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+@register("speednet")
+def speednet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    stem: int = 32,
+    widths: Sequence[int] = (64, 128, 256),
+    depth: int = 2,
+    logit_scale: float = 0.125,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    batch_norm: bool = True,
+    activation_noise: float = 0.0,
+    stochastic_depth: float = 0.0,
+) -> nn.Module:
+    """The speedrun net (after Keller Jordan's airbench): a 3x3 stem, then per entry of
+    ``widths`` a block of ``depth`` 3x3 convs with a 2x2 max-pool after the first (pooling before
+    BatchNorm and the activation: 4x less work for them), global max-pool, a linear layer and a
+    fixed logit scale (softer logits early in training)."""
+    _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
+    _check_noise(activation_noise)
+    if stochastic_depth:
+        raise ConfigError(
+            "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
+        )
+    if depth < 1 or not widths or any(int(w) <= 0 for w in [stem, *widths]):
+        raise ConfigError(
+            f"model.widths={list(widths)}, stem={stem}, depth={depth}: need positive widths and "
+            "depth >= 1"
+        )
+    norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())
+
+    def act() -> list[nn.Module]:
+        return [nn.GELU(), *([GaussianNoise(activation_noise)] if activation_noise else [])]
+
+    layers: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
+    layers += [nn.Conv2d(input_shape[0], stem, 3, padding=1, bias=not batch_norm), norm(stem)]
+    layers += act()
+    c_in, size = stem, input_shape[1]
+    for w in widths:
+        layers.append(nn.Conv2d(c_in, w, 3, padding=1, bias=not batch_norm))
+        if size >= 2:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        layers += [norm(w), *act()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(w, w, 3, padding=1, bias=not batch_norm), norm(w), *act()]
+        c_in = w
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.Linear(c_in, num_classes, bias=False), Scale(logit_scale)]
+    return nn.Sequential(*layers)
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f"model.name={name!r} is not a model; choose one of {sorted(MODELS)}")

@@ -8,6 +8,7 @@ penalties``. Validation and test batches skip the training-only steps.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
@@ -61,6 +62,17 @@ def weight_stats(model: torch.nn.Module) -> dict[str, float]:
     }
 
 
+def fused_ok(model: torch.nn.Module) -> bool:
+    """Whether torch has fused optimizer kernels for every parameter (float, on cpu/cuda/...)."""
+    try:  # the list grows with torch versions (cpu since 2.4)
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = _get_fused_kernels_supported_devices()
+    except ImportError:
+        return False
+    return all(p.device.type in devices and p.is_floating_point() for p in model.parameters())
+
+
 class Classifier(pl.LightningModule):
     def __init__(
         self,
@@ -89,9 +101,19 @@ class Classifier(pl.LightningModule):
 
         model = dict(model)
         name = model.pop("name")
+        # How the network runs, not what it is (README "Speed"): NHWC memory layout (faster
+        # convolutions with oneDNN and tensor cores), torch.compile, and test-time augmentation
+        # (logits averaged with those of the mirror image) in validation and test.
+        self.channels_last = bool(model.pop("channels_last", False))
+        self.tta = bool(model.pop("tta", False))
+        compile_model = bool(model.pop("compile", False))
         for t in self.techniques.values():
             model = t.model_kwargs(model)
         self.model = build_model(name, input_shape, num_classes, **model)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if compile_model:
+            self.model.compile()  # in place: parameter names and checkpoints stay the same
 
         self.loss_kwargs: dict = {}
         for t in self.techniques.values():
@@ -113,15 +135,21 @@ class Classifier(pl.LightningModule):
 
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("scale", 1.0 / (255.0 * self.std), persistent=False)
+        self.register_buffer("shift", -self.mean / self.std, persistent=False)
 
         acc = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
-        self.train_acc, self.val_acc, self.test_acc, self.train_eval_acc = (
-            acc(),
-            acc(),
-            acc(),
-            acc(),
-        )
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc, self.test_acc, self.train_eval_acc = acc(), acc(), acc()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # Training loss and accuracy: summed on the device every step (a few tiny ops, no sync),
+        # handed to these metrics once per epoch as weighted means, which torchmetrics reduces
+        # across DDP ranks. Updating a torchmetrics object every step costs ~0.25 ms, over 1% of
+        # a small model's CPU step.
+        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
+        for name in ("_loss_sum", "_correct"):
+            self.register_buffer(name, torch.zeros(()), persistent=False)
+        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._seen = 0
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
@@ -130,10 +158,14 @@ class Classifier(pl.LightningModule):
     # ------------------------------------------------------------------ the data path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 batch -> float, augmented (train only), normalized."""
+        if len(self.augment) == 0:  # one fused pass, (x / 255 - mean) / std: ~4x faster on CPU
+            return x.float().mul_(self.scale).add_(self.shift)
         x = x.float().div_(255.0)
         x = self.augment.apply(x, train, after_normalize=False)
         x = (x - self.mean) / self.std
@@ -143,6 +175,17 @@ class Classifier(pl.LightningModule):
         if self.augment.needs_fit():
             x = self.trainer.datamodule.train.images.to(self.device).float().div_(255.0)
             self.augment.fit(x, (x - self.mean) / self.std)
+
+    def on_train_start(self) -> None:
+        # lightning_fabric sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import, so that looking for
+        # CUDA never spoils a later fork; torch's Adam/AdamW then query NVML on every step
+        # (~0.1 ms, more on a busy CPU). Processes are launched by now: use the plain check.
+        self._nvml_check = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+    def on_train_end(self) -> None:
+        if self._nvml_check is not None:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = self._nvml_check
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -157,24 +200,37 @@ class Classifier(pl.LightningModule):
             if p is not None:
                 total = total + p
         hard = y if y.ndim == 1 else y.argmax(1)
-        self.train_loss.update(loss.detach())
-        self.train_acc.update(logits.detach(), hard)
+        with torch.no_grad():
+            self._loss_sum += loss * len(hard)
+            self._correct += (logits.argmax(1) == hard).sum()
+        self._seen += len(hard)
         return total
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-        if loss is not None and not torch.isfinite(loss):
+        if loss is not None:
+            # Reading a value off an accelerator waits for it: there, a non-finite loss sets a
+            # flag on the device that is read every 16 steps; on the CPU reading it is free.
+            self._nonfinite |= ~torch.isfinite(loss.detach())
+            if self.device.type == "cpu" or batch_idx % 16 == 15:
+                self._check_finite(loss)
+        for t in self.techniques.values():
+            t.after_step(self.model)
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if self._nonfinite:
             raise DivergenceError(
                 f"loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
                 "lower optimizer.lr or the penalty strength",
                 step=self.global_step,
             )
-        for t in self.techniques.values():
-            t.after_step(self.model)
 
     def _eval_step(self, batch, loss_metric, acc_metric, ece=None):
         x, y = batch
-        logits = self(self.prepare(x, train=False))
+        x = self.prepare(x, train=False)
+        logits = self(x)
+        if self.tta:
+            logits = (logits + self(x.flip(-1))) / 2
         if loss_metric is not None:
             loss_metric.update(F.cross_entropy(logits, y))
         acc_metric.update(logits, y)
@@ -196,6 +252,12 @@ class Classifier(pl.LightningModule):
         self.log_dict(values, prog_bar=False, sync_dist=False)
 
     def on_train_epoch_end(self) -> None:
+        self._check_finite(self._loss_sum)
+        if self._seen:
+            self.train_loss.update(self._loss_sum / self._seen, weight=self._seen)
+            self.train_acc.update(self._correct / self._seen, weight=self._seen)
+        self._loss_sum.zero_(), self._correct.zero_()
+        self._seen = 0
         row = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
         self.train_loss.reset(), self.train_acc.reset()
         row.update(weight_stats(self.model))
@@ -260,14 +322,25 @@ class Classifier(pl.LightningModule):
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        # One fused kernel per parameter instead of ~10 ops: the same update, ~4x faster on the
+        # CPU (Adam on mlp_5x500: 1.6 ms instead of 6 ms a step).
+        fused = {"fused": True} if fused_ok(self.model) else {}
         if name == "sgd":
             opt = torch.optim.SGD(
-                groups, lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", True)
+                groups,
+                lr=lr,
+                momentum=cfg.get("momentum", 0.9),
+                nesterov=cfg.get("nesterov", True),
+                **fused,
             )
         elif name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+            opt = torch.optim.AdamW(
+                groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), **fused
+            )
         else:
-            opt = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+            opt = torch.optim.Adam(
+                groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), **fused
+            )
         sched = cfg.get("scheduler", "none")
         if sched == "none":
             return opt

@@ -1,0 +1,133 @@
+"""Speed options and multi-process training. Speed itself is measured only by
+scripts/benchmark.py (ratios in one run), never asserted here."""
+
+import json
+
+import pytest
+import torch
+
+from reglab.augment import Augmentation, Pipeline
+from reglab.data import DataModule, IndexBatches, Split
+from reglab.module import Classifier
+
+from .conftest import FAST, cli, train
+
+
+def _classifier(**model) -> Classifier:
+    return Classifier(
+        model={"name": "cnn", "channels": [4], "hidden": 8, **model},
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        mean=(0.2,),
+        std=(0.4,),
+        optimizer={"name": "adam", "lr": 1e-3},
+    )
+
+
+def test_fused_normalization_equals_the_plain_formula():
+    clf = _classifier()
+    x = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    expected = (x.float() / 255.0 - 0.2) / 0.4
+    torch.testing.assert_close(clf.prepare(x, train=True), expected)
+    # With an augmentation in the pipeline the step-by-step path runs; identity gives the same.
+    clf.augment = Pipeline({"identity": Augmentation()})
+    torch.testing.assert_close(clf.prepare(x, train=True), expected)
+
+
+def test_index_batches_match_plain_indexing_and_cover_each_rank_once():
+    split = Split(torch.randint(0, 256, (50, 1, 4, 4), dtype=torch.uint8), torch.arange(50) % 10)
+    seen = []
+    for rank in range(2):
+        for x, y in IndexBatches(split, 8, shuffle=True, seed=3, rank=rank, world_size=2):
+            idx = [int((split.images == xi).flatten(1).all(1).nonzero()[0]) for xi in x]
+            assert torch.equal(split.labels[idx], y)
+            seen += idx
+    assert len(seen) == len(set(seen)) == 50  # disjoint shards, nothing dropped (25 per rank)
+
+
+def test_channels_last_and_tta_run_the_same_network():
+    torch.manual_seed(0)
+    plain = _classifier().eval()
+    fast = _classifier(channels_last=True, tta=True).eval()
+    fast.model.load_state_dict(plain.model.state_dict())
+    assert fast.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(6, 1, 8, 8)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    # TTA: validation logits are the mean over the image and its mirror image.
+    seen = {}
+    fast.val_acc.update = lambda logits, y: seen.setdefault("logits", logits)
+    batch = (torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8), torch.arange(6))
+    with torch.no_grad():
+        fast._eval_step(batch, None, fast.val_acc)
+        x = fast.prepare(batch[0], train=False)
+        torch.testing.assert_close(seen["logits"], (plain(x) + plain(x.flip(-1))) / 2)
+
+
+def test_speed_options_train_on_cpu(fake_data_dir, tmp_path):
+    s = train(
+        [*FAST, "data=fashion_mnist", "model=speednet", "model.widths=[8,16]",
+         "model.channels_last=true", "model.tta=true", "data.resident=true",
+         "+trainer.precision=bf16-mixed"],
+        tmp_path, fake_data_dir,
+    )  # fmt: skip
+    assert s["status"] == "ok" and 0.0 <= s["test/acc"] <= 1.0
+
+
+def test_resident_data_moves_to_the_trainer_device_once(fake_data_dir):
+    dm = DataModule("mnist", data_dir=str(fake_data_dir), resident=True)
+
+    class FakeTrainer:  # the one thing setup reads from the Trainer
+        class strategy:
+            root_device = torch.device("meta")
+
+    dm.trainer = FakeTrainer()
+    dm.setup("fit")
+    assert dm.train.images.device.type == "meta" and dm.test.labels.device.type == "meta"
+
+
+def test_run_options_are_checked(tmp_path):
+    from reglab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.tta"):
+        train([*FAST, "model.tta=maybe"], tmp_path)
+
+
+def test_speedrun_experiment_composes_and_runs(fake_data_dir, tmp_path):
+    s = train(
+        ["experiment=fashion_mnist_speedrun", "debug=fast", "data.val_fraction=0.1"], tmp_path, fake_data_dir
+    )
+    assert s["model"] == "speednet" and s["techniques"]["augmentation"] == ["crop", "flip"]
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(tmp_path):
+    s = train(
+        ["trainer.max_epochs=1", "callbacks=none", "logger=csv", "model.compile=true",
+         "model.widths=[32]"],
+        tmp_path,
+    )  # fmt: skip
+    assert s["status"] == "ok" and s["test/acc"] > 0.5
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    """trainer=ddp_cpu: 2 gloo processes, each with half of every global batch (disjoint shards),
+    gradients averaged, metrics reduced across ranks: the same training as 1 process."""
+    common = ["trainer.max_epochs=3", "callbacks=none", "seed=5"]
+    one = cli("reglab-train", *common, "data.batch_size=64", f"paths.log_dir={tmp_path / 'one'}")
+    two = cli(
+        "reglab-train",
+        *common,
+        "trainer=ddp_cpu",
+        "data.batch_size=32",
+        f"paths.log_dir={tmp_path / 'two'}",
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    (m1,) = (tmp_path / "one").glob("runs/*/metrics.json")
+    (m2,) = (tmp_path / "two").glob("runs/*/metrics.json")  # rank 0 only wrote one
+    r1, r2 = json.loads(m1.read_text()), json.loads(m2.read_text())
+    assert r1["global_step"] == r2["global_step"] > 0
+    assert abs(r1["test/acc"] - r2["test/acc"]) <= 0.01
+    assert abs(r1["train/loss"] - r2["train/loss"]) <= 0.01 * r1["train/loss"]
+    assert abs(r1["val/acc"] - r2["val/acc"]) <= 0.01
