@@ -7,7 +7,7 @@ import torch
 from reglab.data import SYSTEM_FASHION_MNIST
 from reglab.models import MODELS
 
-from .conftest import FAST, cli, read_wandb_run, train
+from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
 
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100"]
 
@@ -99,3 +99,13 @@ def test_wandb_offline_writes_config_and_metrics(tmp_path, monkeypatch):
     logged = {k for row in run["history"] for k in row}
     assert {"val/acc", "train/loss", "test/acc", "weights/sparsity"} <= logged
     assert 0.5 < run["summary"]["test/acc"] <= 1.0 and run["summary"]["status"] == "ok"
+
+
+def test_run_folder_wandb_and_metrics_names_agree(tmp_path):
+    from omegaconf import OmegaConf
+
+    from reglab.config import run_name
+
+    cfg = compose_cfg(["regularizer=[l2,dropout]", "augmentation=[affine]"], tmp_path)
+    resolved = OmegaConf.create({"n": "${reglab_run_name:}", **OmegaConf.to_container(cfg)}).n
+    assert resolved == run_name(cfg) == "dropout+l2+affine"

@@ -27,10 +27,18 @@ def _root() -> str:
     return str(ROOT_DIR)
 
 
+def run_name(cfg) -> str:
+    """``dropout+l2+affine``: the regularizers, then the augmentations, or ``baseline``.
+
+    One definition for the run folder (through the ``reglab_run_name`` resolver), the W&B run
+    name and metrics.json's ``name``, so the three always agree.
+    """
+    names = sorted(cfg.get("regularizer") or {}) + sorted(cfg.get("augmentation") or {})
+    return "+".join(names) or "baseline"
+
+
 def _run_name(*, _root_) -> str:
-    """``l2+dropout+affine``: the selected techniques, or ``baseline``."""
-    names = [*(_root_.get("regularizer") or {}), *(_root_.get("augmentation") or {})]
-    return "+".join(sorted(names)) or "baseline"
+    return run_name(_root_)
 
 
 if not OmegaConf.has_resolver("reglab_root"):

@@ -30,7 +30,7 @@ from reglab.checkpoint import (
     load_checkpoint,
     resumable,
 )
-from reglab.config import CONF_DIR, check_config, to_plain
+from reglab.config import CONF_DIR, check_config, run_name, to_plain
 from reglab.data import DataModule
 from reglab.errors import ConfigError, ReglabError
 from reglab.module import Classifier
@@ -57,12 +57,6 @@ def techniques_of(cfg: DictConfig) -> dict[str, list[str]]:
         "regularizer": sorted(cfg.get("regularizer") or {}),
         "augmentation": sorted(cfg.get("augmentation") or {}),
     }
-
-
-def run_name(cfg: DictConfig) -> str:
-    t = techniques_of(cfg)
-    names = t["regularizer"] + t["augmentation"]
-    return "+".join(names) if names else "baseline"
 
 
 def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
