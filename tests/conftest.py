@@ -25,6 +25,13 @@ from reglab.config import CONF_DIR, ROOT_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on 2 cores: one torch thread per worker (and per CLI subprocess it starts),
+    # since two workers of two threads each oversubscribe the cores and every step slows down.
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FAST = ["debug=fast", "logger=csv", "callbacks=none"]
 
