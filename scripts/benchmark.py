@@ -368,7 +368,7 @@ def write_cifar10(root: Path, n_train: int = 50000, n_test: int = 10000) -> None
             pickle.dump(entry, f)
 
 
-def peak_rss_cifar10_resnet18(train_batches: int):
+def peak_rss_cifar10_resnet18(train_batches: int, extra=()):
     """Peak RSS of a real ``reglab-train`` process: training steps, validation and test batches."""
     with tempfile.TemporaryDirectory() as tmp:
         write_cifar10(Path(tmp) / "data")
@@ -385,10 +385,11 @@ def peak_rss_cifar10_resnet18(train_batches: int):
                 f"paths.data_dir={tmp}/data",
                 f"paths.log_dir={tmp}/logs",
                 "trainer.max_epochs=1",
-                f"trainer.limit_train_batches={train_batches}",
-                "trainer.limit_val_batches=1",
-                "trainer.limit_test_batches=1",
+                f"++trainer.limit_train_batches={train_batches}",
+                "++trainer.limit_val_batches=1",
+                "++trainer.limit_test_batches=1",
                 "++trainer.num_sanity_val_steps=0",
+                *extra,
             ],
             capture_output=True,
             text=True,
@@ -426,10 +427,10 @@ def main() -> int:
         "lightning_vs_bare/mlp_5x500": lambda: lightning_vs_bare(
             "mlp_5x500", 4, 10, 25 if q else 80
         ),
-        "lightning_vs_bare/cnn": lambda: lightning_vs_bare("cnn", 2, 4, 8 if q else 25),
+        "lightning_vs_bare/cnn": lambda: lightning_vs_bare("cnn", 2, 4, 14 if q else 40),
         "augment_vs_torchvision": lambda: augment_vs_torchvision(20 if q else 60, 3, 3 if q else 5),
-        "augmented_vs_plain": lambda: augmented_vs_plain(2, 4, 8 if q else 25),
-        "peak_rss_cifar10_resnet18": lambda: peak_rss_cifar10_resnet18(2 if q else 5),
+        "augmented_vs_plain": lambda: augmented_vs_plain(2, 4, 12 if q else 30),
+        "peak_rss_cifar10_resnet18": lambda: peak_rss_cifar10_resnet18(1 if q else 3),
     }
     start = CLOCK()
     for name, fn in figures.items():

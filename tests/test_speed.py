@@ -94,19 +94,20 @@ def test_run_options_are_checked(tmp_path):
 
 def test_speedrun_experiment_composes_and_runs(fake_data_dir, tmp_path):
     s = train(
-        ["experiment=fashion_mnist_speedrun", "debug=fast", "data.val_fraction=0.1"], tmp_path, fake_data_dir
+        ["experiment=fashion_mnist_speedrun", "debug=fast", "data.val_fraction=0.1"],
+        tmp_path,
+        fake_data_dir,
     )
     assert s["model"] == "speednet" and s["techniques"]["augmentation"] == ["crop", "flip"]
 
 
 @pytest.mark.slow
-def test_compiled_model_trains(tmp_path):
-    s = train(
-        ["trainer.max_epochs=1", "callbacks=none", "logger=csv", "model.compile=true",
-         "model.widths=[32]"],
-        tmp_path,
-    )  # fmt: skip
-    assert s["status"] == "ok" and s["test/acc"] > 0.5
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    common = ["trainer.max_epochs=4", "callbacks=none", "logger=csv", "model.widths=[32]"]
+    eager = train(common, tmp_path / "eager")
+    compiled = train([*common, "model.compile=true"], tmp_path / "compiled")
+    assert compiled["status"] == "ok" and compiled["test/acc"] > 0.5
+    assert abs(compiled["test/acc"] - eager["test/acc"]) <= 0.02
 
 
 @pytest.mark.slow
@@ -131,3 +132,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert abs(r1["test/acc"] - r2["test/acc"]) <= 0.01
     assert abs(r1["train/loss"] - r2["train/loss"]) <= 0.01 * r1["train/loss"]
     assert abs(r1["val/acc"] - r2["val/acc"]) <= 0.01
+
+
+def test_cifar10_speedrun_runs_on_cpu_without_compile(fake_data_dir, tmp_path):
+    s = train(
+        ["experiment=cifar10_speedrun", "debug=fast", "trainer=cpu", "model.compile=false",
+         "model.widths=[8,16,16]", "data.val_fraction=0.1", "data.batch_size=32"],
+        tmp_path, fake_data_dir,
+    )  # fmt: skip
+    assert s["status"] == "ok" and s["data"] == "cifar10" and s["model"] == "speednet"

@@ -146,9 +146,8 @@ class Classifier(pl.LightningModule):
         # across DDP ranks. Updating a torchmetrics object every step costs ~0.25 ms, over 1% of
         # a small model's CPU step.
         self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
-        for name in ("_loss_sum", "_correct"):
-            self.register_buffer(name, torch.zeros(()), persistent=False)
-        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        # Plain tensors, not buffers: DDP copies rank 0's buffers to every rank before each step.
+        self._loss_sum = self._correct = self._nonfinite = None
         self._seen = 0
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
         self.val_acc_best = MaxMetric()
@@ -201,6 +200,8 @@ class Classifier(pl.LightningModule):
                 total = total + p
         hard = y if y.ndim == 1 else y.argmax(1)
         with torch.no_grad():
+            if self._loss_sum is None:
+                self._reset_train_sums(loss.device)
             self._loss_sum += loss * len(hard)
             self._correct += (logits.argmax(1) == hard).sum()
         self._seen += len(hard)
@@ -217,8 +218,14 @@ class Classifier(pl.LightningModule):
         for t in self.techniques.values():
             t.after_step(self.model)
 
+    def _reset_train_sums(self, device: torch.device) -> None:
+        self._loss_sum = torch.zeros((), device=device)
+        self._correct = torch.zeros((), device=device)
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self._seen = 0
+
     def _check_finite(self, loss: torch.Tensor) -> None:
-        if self._nonfinite:
+        if self._nonfinite is not None and self._nonfinite:
             raise DivergenceError(
                 f"loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
                 "lower optimizer.lr or the penalty strength",
@@ -256,8 +263,7 @@ class Classifier(pl.LightningModule):
         if self._seen:
             self.train_loss.update(self._loss_sum / self._seen, weight=self._seen)
             self.train_acc.update(self._correct / self._seen, weight=self._seen)
-        self._loss_sum.zero_(), self._correct.zero_()
-        self._seen = 0
+        self._reset_train_sums(self.device)
         row = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
         self.train_loss.reset(), self.train_acc.reset()
         row.update(weight_stats(self.model))
