@@ -28,10 +28,14 @@ def test_technique_group_has_one_option_per_technique_file():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_is_a_multirun_that_composes(name):
+def test_experiment_composes_as_a_sweep_or_a_single_run(name):
     cfg = _compose(f"experiment={name}")
-    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
     assert cfg.hydra.callbacks.report._target_ == "reglab.report.ReportCallback"
+    if name.endswith("_speedrun"):  # one run that reports its time-to-accuracy
+        assert cfg.hydra.mode is None or cfg.hydra.mode.name == "RUN"
+        assert cfg.trainer.max_epochs > 0 and cfg.data.name in ("fashion_mnist", "cifar10")
+    else:
+        assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
 
 
 def test_compare_sweeps_baseline_and_every_technique_three_seeds():

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
+
+from reglab.config import CONF_DIR
 
 from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
 
@@ -46,7 +49,8 @@ def test_wandb_offline_run_holds_config_summary_tags_and_images(tmp_path, monkey
     assert rec["run"]["notes"] == "from the .env file"
     assert set(rec["run"]["tags"]) == {"digits", "mlp", "l2", "smoke"}
     assert rec["config"]["data"]["name"] == "digits"
-    assert rec["config"]["regularizer"]["l2"]["strength"] == pytest.approx(1e-4)
+    default = OmegaConf.load(CONF_DIR / "regularizer" / "l2.yaml").l2.strength
+    assert rec["config"]["regularizer"]["l2"]["strength"] == pytest.approx(default)
     assert rec["config"]["seed"] == 3
     s = rec["summary"]
     assert s["status"] == "ok" and s["name"] == "l2" and s["techniques/regularizer"] == "l2"
