@@ -73,6 +73,22 @@ def _hidden(layer: nn.Module, features: int, bn: bool, dim: int, p: float, noise
     return parts
 
 
+def _input_layers(
+    dropout: float, input_dropout: float, noise: float, stochastic_depth: float, residual: bool
+) -> list[nn.Module]:
+    """Check the model-level technique arguments every model shares; return the input layers
+    (input dropout, if any)."""
+    _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
+    _check_noise(noise)
+    if residual:
+        _check_p("stochastic_depth", stochastic_depth)
+    elif stochastic_depth:
+        raise ConfigError(
+            "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
+        )
+    return [nn.Dropout(input_dropout)] if input_dropout > 0 else []
+
+
 @register("mlp")
 def mlp(
     input_shape: Sequence[int],
@@ -84,17 +100,10 @@ def mlp(
     activation_noise: float = 0.0,
     stochastic_depth: float = 0.0,
 ) -> nn.Module:
-    _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
-    _check_noise(activation_noise)
-    if stochastic_depth:
-        raise ConfigError(
-            "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
-        )
+    inputs = _input_layers(dropout, input_dropout, activation_noise, stochastic_depth, False)
     if not widths or any(int(w) <= 0 for w in widths):
         raise ConfigError(f"model.widths={list(widths)} must be a non-empty list of positive ints")
-    layers: list[nn.Module] = [nn.Flatten()]
-    if input_dropout > 0:
-        layers.append(nn.Dropout(input_dropout))
+    layers: list[nn.Module] = [nn.Flatten(), *inputs]
     fan_in = int(torch.tensor(input_shape).prod())
     for w in widths:
         layers += _hidden(
@@ -125,16 +134,8 @@ def cnn(
     stochastic_depth: float = 0.0,
 ) -> nn.Module:
     """Conv blocks (two 3x3 convs, then 2x2 max-pool while the image is >= 8 px), then an MLP head."""
-    _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
-    _check_noise(activation_noise)
-    if stochastic_depth:
-        raise ConfigError(
-            "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
-        )
+    layers = _input_layers(dropout, input_dropout, activation_noise, stochastic_depth, False)
     c_in, size = input_shape[0], input_shape[1]
-    layers: list[nn.Module] = []
-    if input_dropout > 0:
-        layers.append(nn.Dropout(input_dropout))
     for c in channels:
         for _ in range(2):
             conv = nn.Conv2d(c_in, c, 3, padding=1, bias=not batch_norm)
@@ -204,12 +205,9 @@ def resnet18(
     stochastic_depth: float = 0.0,
 ) -> nn.Module:
     """ResNet-18, CIFAR variant: 3x3 stem, no max-pool; dropout before the classifier."""
-    _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
-    _check_noise(activation_noise)
-    _check_p("stochastic_depth", stochastic_depth)
+    layers = _input_layers(dropout, input_dropout, activation_noise, stochastic_depth, True)
     stem = [nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=not batch_norm)]
     stem += [nn.BatchNorm2d(width)] if batch_norm else []
-    layers: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
     layers += [*stem, nn.ReLU(inplace=True)]
     c_in, n_blocks, i = width, 8, 0
     for stage, mult in enumerate((1, 2, 4, 8)):
@@ -257,12 +255,7 @@ def speednet(
     ``widths`` a block of ``depth`` 3x3 convs with a 2x2 max-pool after the first (pooling before
     BatchNorm and the activation: 4x less work for them), global max-pool, a linear layer and a
     fixed logit scale (softer logits early in training)."""
-    _check_p("dropout", dropout), _check_p("input_dropout", input_dropout)
-    _check_noise(activation_noise)
-    if stochastic_depth:
-        raise ConfigError(
-            "stochastic_depth needs residual blocks: use model=resnet18, or drop the regularizer"
-        )
+    layers = _input_layers(dropout, input_dropout, activation_noise, stochastic_depth, False)
     if depth < 1 or not widths or any(int(w) <= 0 for w in [stem, *widths]):
         raise ConfigError(
             f"model.widths={list(widths)}, stem={stem}, depth={depth}: need positive widths and "
@@ -273,7 +266,6 @@ def speednet(
     def act() -> list[nn.Module]:
         return [nn.GELU(), *([GaussianNoise(activation_noise)] if activation_noise else [])]
 
-    layers: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
     layers += [nn.Conv2d(input_shape[0], stem, 3, padding=1, bias=not batch_norm), norm(stem)]
     layers += act()
     c_in, size = stem, input_shape[1]
