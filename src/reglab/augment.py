@@ -158,10 +158,11 @@ class Affine(Augmentation):
 
     Each sample draws its rotation in [-degrees, degrees], shift in [-translate, translate] of
     the width/height, x-shear in [-shear, shear] degrees and scale in [1 - zoom, 1 + zoom], about
-    the image centre (kornia.augmentation.RandomAffine's parameters and conventions). The batch's
-    2x3 matrices come from a few tensor ops and one ``affine_grid`` + ``grid_sample``: kornia's
-    RandomAffine spent ~3 ms of its ~3.3 ms per batch of 128 28x28 images on per-call parameter
-    generation and validation, the warp itself (the same ``grid_sample``) ~0.3 ms.
+    the image centre (kornia.augmentation.RandomAffine's parameters and conventions; the output
+    matches its warp to 1e-5). Measured on 2 CPU cores, a batch of 128 1x28x28 images: kornia's
+    RandomAffine 1.6 ms, of which drawing parameters 0.14 ms and its warp 0.9 ms, most of that in
+    ``affine_grid``'s batched matmul (1.0 ms alone); no kornia option avoids that path. Here:
+    matrices 0.1 ms + ``sampling_grid`` 0.1 ms + ``grid_sample`` 0.25 ms = 0.48 ms.
     """
 
     name = "affine"
@@ -228,8 +229,9 @@ class RandomErasing(Augmentation):
 
     Area uniform in ``scale``, aspect ratio log-uniform in ``ratio`` (Zhong et al., as
     torchvision), sides clamped to the image, position uniform; drawn for the whole batch with
-    tensor ops and applied as one masked fill (kornia's RandomErasing took ~1 ms a batch of 128
-    28x28 images, nearly all of it per-call overhead).
+    tensor ops and applied as one multiply-add with a float mask. Measured on 2 CPU cores, a
+    batch of 128 1x28x28 images: kornia's RandomErasing 0.83 ms (0.19 ms drawing parameters),
+    this 0.22 ms.
     """
 
     name = "random_erasing"
