@@ -271,9 +271,6 @@ class Classifier(pl.LightningModule):
 
     # ------------------------------------------------------------------ epoch-level logging
 
-    def _log_epoch(self, values: dict[str, float]) -> None:
-        self.log_dict(values, prog_bar=False, sync_dist=False)
-
     def on_train_epoch_end(self) -> None:
         self._check_finite(self._loss_sum)
         if self._seen:
