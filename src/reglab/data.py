@@ -263,6 +263,10 @@ class IndexBatches:
 
     Under DDP each rank takes a disjoint, equally long shard of one shared permutation
     (``perm[rank::world]``, trimmed to equal length so every rank runs the same number of steps).
+
+    With ``steps > 1`` (``trainer.steps_per_execution``) each item holds up to ``steps``
+    consecutive batches of ``batch_size``, taken in one ``index_select``: the same batches in the
+    same order, which the LightningModule splits again and steps through one by one.
     """
 
     def __init__(
@@ -274,8 +278,10 @@ class IndexBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        steps: int = 1,
     ):
         self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
+        self.steps = steps
         self.drop_last, self.seed, self.rank, self.world_size = drop_last, seed, rank, world_size
         self.epoch = 0
 
@@ -303,18 +309,23 @@ class IndexBatches:
             idx = idx[self.rank :: self.world_size][:per_rank]
         return idx
 
-    def __len__(self) -> int:
+    @property
+    def num_steps(self) -> int:
+        """Batches of ``batch_size`` per epoch (optimizer steps, when training)."""
         n = len(self._indices())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.num_steps // self.steps)
 
     def __iter__(self):
         images, labels = self.split.images, self.split.labels
         # On the images' device (data.resident=true keeps them on the GPU): indices move once.
         idx = self._indices().to(images.device)
         self.epoch += 1
-        stop = len(self) * self.batch_size
-        for start in range(0, stop, self.batch_size):
-            b = idx[start : start + self.batch_size]
+        stop, chunk = self.num_steps * self.batch_size, self.batch_size * self.steps
+        for start in range(0, stop, chunk):
+            b = idx[start : min(start + chunk, stop)]
             if len(b) == 0:
                 break
             # index_select: ~6x faster than images[b] (advanced indexing) on (N, C, H, W) uint8.
@@ -339,6 +350,7 @@ class DataModule(pl.LightningDataModule):
         download: bool = True,
         train_eval_size: int = 10000,
         resident: bool = False,
+        steps_per_execution: int = 1,
     ):
         super().__init__()
         if name not in NUM_CLASSES:
@@ -366,6 +378,7 @@ class DataModule(pl.LightningDataModule):
         self.num_folds, self.fold, self.seed, self.split_seed = num_folds, fold, seed, split_seed
         self.train_eval_size = train_eval_size
         self.resident = resident
+        self.steps_per_execution = steps_per_execution  # training batches per item, see IndexBatches
         self.num_classes = NUM_CLASSES[name]
         self.mean, self.std = STATS[name]
         self.train: Split | None = None
@@ -421,6 +434,7 @@ class DataModule(pl.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            steps=self.steps_per_execution if train else 1,
         )
 
     def train_dataloader(self):

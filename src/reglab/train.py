@@ -59,8 +59,16 @@ def techniques_of(cfg: DictConfig) -> dict[str, list[str]]:
     }
 
 
+def steps_per_execution(cfg: DictConfig) -> int:
+    k = cfg.trainer.get("steps_per_execution", 1)
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ConfigError(f"trainer.steps_per_execution={k!r} must be an integer >= 1")
+    return k
+
+
 def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
-    dm = DataModule(**to_plain(cfg.data), seed=cfg.seed)
+    k = steps_per_execution(cfg)
+    dm = DataModule(**to_plain(cfg.data), seed=cfg.seed, steps_per_execution=k)
     dm.setup("fit")  # now, so missing or corrupt files and a too large subset fail before any Trainer
     model = Classifier(
         model=to_plain(cfg.model),
@@ -72,6 +80,7 @@ def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
         regularizer=to_plain(cfg.get("regularizer")),
         augmentation=to_plain(cfg.get("augmentation")),
         data=to_plain(cfg.data),
+        steps_per_execution=k,
     )
     return dm, model
 
@@ -87,6 +96,10 @@ def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     return None
 
 
+# Callbacks that act after every optimizer step, which steps_per_execution > 1 would thin out.
+BATCH_CALLBACKS = (pl.callbacks.EMAWeightAveraging, pl.callbacks.GradientAccumulationScheduler)
+
+
 def build_trainer(cfg: DictConfig, model: Classifier, extra_callbacks=()) -> pl.Trainer:
     """The Trainer of a run: config callbacks and loggers plus each technique's additions."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -98,6 +111,17 @@ def build_trainer(cfg: DictConfig, model: Classifier, extra_callbacks=()) -> pl.
     for t in model.techniques.values():
         trainer_kwargs = t.trainer_kwargs(trainer_kwargs)
     trainer_kwargs.pop("_target_", None)
+    k = trainer_kwargs.pop("steps_per_execution", 1)
+    if k > 1:  # Lightning runs its per-batch hooks once per k steps: refuse what relies on them
+        per_batch = [type(c).__name__ for c in callbacks if isinstance(c, BATCH_CALLBACKS)]
+        clip = trainer_kwargs.get("gradient_clip_val")
+        accumulate = trainer_kwargs.get("accumulate_grad_batches", 1)
+        if per_batch or clip or accumulate != 1:
+            what = per_batch[0] if per_batch else ("gradient clipping" if clip else "accumulation")
+            raise ConfigError(
+                f"trainer.steps_per_execution={k} does not work with {what} (it acts once per "
+                "Lightning batch); use trainer.steps_per_execution=1"
+            )
     has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     trainer_kwargs.setdefault("enable_checkpointing", has_ckpt)
     # Atomic checkpoint writes and weights-only loads, for every save and load the Trainer does.
