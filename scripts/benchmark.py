@@ -442,7 +442,7 @@ def main() -> int:
         # steps_per_execution=4: the 367 steps of an epoch are 91 Lightning steps; each fit is
         # measured inside its first epoch (warm-up 5 + 20 rounds x 2 sides x 2).
         "lightning_vs_bare/mlp_5x500": lambda: lightning_vs_bare(
-            "mlp_5x500", 2, 5, 20, k=4, fits=1 if q else 3
+            "mlp_5x500", 2, 5, 20, k=4, fits=2 if q else 3
         ),
         "lightning_vs_bare/cnn": lambda: lightning_vs_bare("cnn", 2, 4, 14 if q else 40),
         "augment_vs_torchvision": lambda: augment_vs_torchvision(20 if q else 60, 3, 3 if q else 5),

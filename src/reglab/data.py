@@ -378,7 +378,8 @@ class DataModule(pl.LightningDataModule):
         self.num_folds, self.fold, self.seed, self.split_seed = num_folds, fold, seed, split_seed
         self.train_eval_size = train_eval_size
         self.resident = resident
-        self.steps_per_execution = steps_per_execution  # training batches per item, see IndexBatches
+        # Training batches per item (trainer.steps_per_execution), see IndexBatches.
+        self.steps_per_execution = steps_per_execution
         self.num_classes = NUM_CLASSES[name]
         self.mean, self.std = STATS[name]
         self.train: Split | None = None
