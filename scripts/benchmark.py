@@ -177,9 +177,13 @@ def make_interleaver(warmup: int, seg: int, rounds: int, other=None, switch=None
                 trainer.should_stop = True
             self.last = CLOCK()
 
+        def rates(self, side: str, batch_size: int) -> list[float]:
+            """Each round's images/s."""
+            return [batch_size * len(d) / sum(d) for d in self.durations[side]]
+
         def images_per_s(self, side: str, batch_size: int) -> float:
             """Median over rounds of each round's images/s."""
-            return statistics.median(batch_size * len(d) / sum(d) for d in self.durations[side])
+            return statistics.median(self.rates(side, batch_size))
 
     return Interleaver()
 
@@ -229,7 +233,7 @@ def lightning_vs_bare(model_name: str, seg: int, warmup: int, rounds: int, k: in
             (warmup + rounds * seg) * k,
         )  # fmt: skip
         for side, size in (("a", bs * k), ("b", bs)):
-            pooled[side] += [size * len(d) / sum(d) for d in clock.durations[side]]
+            pooled[side] += clock.rates(side, size)
     a, b = statistics.median(pooled["a"]), statistics.median(pooled["b"])
     emit(
         f"lightning_vs_bare/{model_name}",

@@ -73,6 +73,13 @@ def fused_ok(model: torch.nn.Module) -> bool:
     return all(p.device.type in devices and p.is_floating_point() for p in model.parameters())
 
 
+def check_steps_per_execution(k) -> int:
+    """``trainer.steps_per_execution``, checked: an integer >= 1."""
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ConfigError(f"trainer.steps_per_execution={k!r} must be an integer >= 1")
+    return k
+
+
 class Classifier(pl.LightningModule):
     def __init__(
         self,
@@ -123,11 +130,7 @@ class Classifier(pl.LightningModule):
         # trainer.steps_per_execution=k: each training item holds k batches (data.IndexBatches),
         # stepped through here with manual optimization; Lightning's per-batch work (~1 ms of
         # Python, 8% of an mlp_5x500 CPU step) is then paid once per k optimizer steps.
-        if not (isinstance(steps_per_execution, int) and steps_per_execution >= 1):
-            raise ConfigError(
-                f"trainer.steps_per_execution={steps_per_execution!r} must be an integer >= 1"
-            )
-        self.steps_per_execution = steps_per_execution
+        self.steps_per_execution = check_steps_per_execution(steps_per_execution)
         self.micro_batch = int((data or {}).get("batch_size") or 0)
         if steps_per_execution > 1:
             if self.micro_batch <= 0:

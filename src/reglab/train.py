@@ -33,7 +33,7 @@ from reglab.checkpoint import (
 from reglab.config import CONF_DIR, check_config, run_name, to_plain
 from reglab.data import DataModule
 from reglab.errors import ConfigError, ReglabError
-from reglab.module import Classifier
+from reglab.module import Classifier, check_steps_per_execution
 from reglab.tracking import finish_failed, finish_wandb, make_loggers, tracking_callbacks
 
 METRIC_KEYS = (
@@ -59,15 +59,9 @@ def techniques_of(cfg: DictConfig) -> dict[str, list[str]]:
     }
 
 
-def steps_per_execution(cfg: DictConfig) -> int:
-    k = cfg.trainer.get("steps_per_execution", 1)
-    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
-        raise ConfigError(f"trainer.steps_per_execution={k!r} must be an integer >= 1")
-    return k
-
-
 def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
-    k = steps_per_execution(cfg)
+    # Checked before the DataModule batches with it (the Classifier checks it again, for eval).
+    k = check_steps_per_execution(cfg.trainer.get("steps_per_execution", 1))
     dm = DataModule(**to_plain(cfg.data), seed=cfg.seed, steps_per_execution=k)
     dm.setup("fit")  # now, so missing or corrupt files and a too large subset fail before any Trainer
     model = Classifier(
@@ -111,7 +105,8 @@ def build_trainer(cfg: DictConfig, model: Classifier, extra_callbacks=()) -> pl.
     for t in model.techniques.values():
         trainer_kwargs = t.trainer_kwargs(trainer_kwargs)
     trainer_kwargs.pop("_target_", None)
-    k = trainer_kwargs.pop("steps_per_execution", 1)
+    trainer_kwargs.pop("steps_per_execution", None)  # reglab's key, held by the Classifier
+    k = model.steps_per_execution
     if k > 1:  # Lightning runs its per-batch hooks once per k steps: refuse what relies on them
         per_batch = [type(c).__name__ for c in callbacks if isinstance(c, BATCH_CALLBACKS)]
         clip = trainer_kwargs.get("gradient_clip_val")
