@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class ReglabError(Exception):
     """Base class: the message is the whole story, printed as one line."""
@@ -21,3 +23,14 @@ class DivergenceError(ReglabError):
     def __init__(self, message: str, step: int | None = None):
         super().__init__(message)
         self.step = step
+
+
+def fail(msg: str, code: int = 2) -> None:
+    """Print ``reglab: error: MSG`` on stderr and exit with ``code``."""
+    print(f"reglab: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def warn(msg: str) -> None:
+    """Print ``reglab: warning: MSG`` on stderr: a legal value that will not do what it says."""
+    print(f"reglab: warning: {msg}", file=sys.stderr)
