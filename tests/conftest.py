@@ -21,7 +21,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from reglab.config import CONF_DIR, ROOT_DIR
+import reglab.cli  # noqa: F401  (registers reglab's resolvers, as the console scripts do)
+from reglab.core.paths import CONF_DIR, ROOT_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -108,7 +109,7 @@ def write_cifar_dataset(root: Path, hundred: bool, n_per_file: int = 100, seed: 
     k = 100 if hundred else 10
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     folder.mkdir(parents=True, exist_ok=True)
-    names = ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test"]
+    names = ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
         n = n_per_file * (5 if hundred and name == "train" else 1)
         labels = (np.arange(n) % k).tolist()
