@@ -30,7 +30,7 @@ from kornia.enhance import ZCAWhitening
 from torch import nn
 from torch.nn import functional as F
 
-from reglab.errors import ConfigError
+from reglab.core import checks
 
 # Data where a horizontal flip turns a sample into something else (a mirrored 2, 3, 7, ...).
 FLIP_CHANGES_MEANING = ("digits", "mnist")
@@ -45,8 +45,6 @@ class Augmentation(nn.Module):
     train_only: bool = True
     # Applied after normalization (a preprocessing on standardized inputs) instead of before.
     after_normalize: bool = False
-    # The option's name in conf/augmentation, for error messages (augmentation.<name>.<knob>).
-    name: str = "none"
 
     def fit(self, images: torch.Tensor) -> None:
         """Learn statistics from the whole training split ([0, 1] scale, or normalized if
@@ -58,36 +56,13 @@ class Augmentation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    # ------------------------------------------------------------------ knob checks
-
-    def _prob(self, knob: str, value: float) -> float:
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"augmentation.{self.name}.{knob}={value} must be in [0, 1]")
-        return float(value)
-
-    def _nonneg(self, knob: str, value: float) -> float:
-        if value is None or value < 0:
-            raise ConfigError(f"augmentation.{self.name}.{knob}={value} must be >= 0")
-        return float(value)
-
-    def _range(self, knob: str, value, lo: float, hi: float) -> tuple[float, float]:
-        ok = isinstance(value, Sequence) and len(value) == 2
-        if not ok or not lo <= value[0] <= value[1] <= hi:
-            raise ConfigError(
-                f"augmentation.{self.name}.{knob}={value} must be [low, high] with "
-                f"{lo} <= low <= high <= {hi}"
-            )
-        return float(value[0]), float(value[1])
-
 
 class Flip(Augmentation):
     """Horizontal flip of each sample with probability ``p``."""
 
-    name = "flip"
-
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.op = K.RandomHorizontalFlip(p=self._prob("p", p))
+        self.op = K.RandomHorizontalFlip(p=checks.probability("augmentation.flip.p", p, one=True))
 
     def check_data(self, data, input_shape):
         if data in FLIP_CHANGES_MEANING:
@@ -109,22 +84,17 @@ class Crop(Augmentation):
     32x32, the usual CIFAR setting), so small images are not shifted by half their size.
     """
 
-    name = "crop"
-
     def __init__(
         self, padding: int | None = None, fill: float = 0.0, padding_mode: str = "constant"
     ):
         super().__init__()
-        if padding is not None and (not isinstance(padding, int) or padding < 0):
-            raise ConfigError(
-                f"augmentation.crop.padding={padding} must be a non-negative int or null (auto)"
-            )
-        modes = ("constant", "reflect", "replicate")
-        if padding_mode not in modes:
-            raise ConfigError(
-                f"augmentation.crop.padding_mode={padding_mode!r}; choose one of {list(modes)}"
-            )
-        self.padding, self.fill, self.padding_mode = padding, float(fill), padding_mode
+        if padding is not None:  # null: scaled to the image, see padding_for
+            padding = checks.nonnegative("augmentation.crop.padding", padding, integer=True)
+        self.padding = padding
+        self.fill = checks.number("augmentation.crop.fill", fill)
+        self.padding_mode = checks.choice(
+            "augmentation.crop.padding_mode", padding_mode, ("constant", "reflect", "replicate")
+        )
         self._ops: dict[tuple[int, int], K.RandomCrop] = {}  # per image size; they hold no state
 
     def padding_for(self, height: int) -> int:
@@ -165,8 +135,6 @@ class Affine(Augmentation):
     matrices 0.1 ms + ``sampling_grid`` 0.1 ms + ``grid_sample`` 0.25 ms = 0.48 ms.
     """
 
-    name = "affine"
-
     def __init__(
         self,
         degrees: float = 10.0,
@@ -177,21 +145,17 @@ class Affine(Augmentation):
         padding_mode: str = "zeros",
     ):
         super().__init__()
-        degrees, shear = self._nonneg("degrees", degrees), self._nonneg("shear", shear)
-        if not 0.0 <= translate <= 1.0:
-            raise ConfigError(f"augmentation.affine.translate={translate} must be in [0, 1]")
-        if not 0.0 <= zoom < 1.0:
-            raise ConfigError(f"augmentation.affine.zoom={zoom} must be in [0, 1)")
-        if padding_mode not in PADDING_MODES:
-            raise ConfigError(
-                f"augmentation.affine.padding_mode={padding_mode!r}; choose one of "
-                f"{list(PADDING_MODES)}"
-            )
-        self.p = self._prob("p", p)
-        self.degrees, self.translate, self.shear = degrees, float(translate), shear
-        self.zoom, self.padding_mode = float(zoom), padding_mode
+        self.degrees = checks.nonnegative("augmentation.affine.degrees", degrees)
+        self.translate = checks.probability("augmentation.affine.translate", translate, one=True)
+        self.shear = checks.nonnegative("augmentation.affine.shear", shear)
+        self.zoom = checks.probability("augmentation.affine.zoom", zoom)  # scale 1 - zoom > 0
+        self.p = checks.probability("augmentation.affine.p", p, one=True)
+        self.padding_mode = checks.choice(
+            "augmentation.affine.padding_mode", padding_mode, PADDING_MODES
+        )
         # Half-widths of the uniform draws, in the units the matrix needs.
-        half = [math.radians(degrees), self.zoom, math.radians(shear)] + [2 * self.translate] * 2
+        half = [math.radians(self.degrees), self.zoom, math.radians(self.shear)]
+        half += [2 * self.translate] * 2
         self.register_buffer("_half_range", torch.tensor(half), persistent=False)
 
     def matrices(self, n: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
@@ -234,8 +198,6 @@ class RandomErasing(Augmentation):
     this 0.22 ms.
     """
 
-    name = "random_erasing"
-
     def __init__(
         self,
         p: float = 0.5,
@@ -244,10 +206,10 @@ class RandomErasing(Augmentation):
         value: float = 0.0,
     ):
         super().__init__()
-        self.p = self._prob("p", p)
-        self.scale = self._range("scale", scale, 0.0, 1.0)
-        self.ratio = self._range("ratio", ratio, 1e-6, float("inf"))
-        self.value = float(value)
+        self.p = checks.probability("augmentation.random_erasing.p", p, one=True)
+        self.scale = checks.interval("augmentation.random_erasing.scale", scale, 0.0, 1.0)
+        self.ratio = checks.interval("augmentation.random_erasing.ratio", ratio, 1e-6, math.inf)
+        self.value = checks.number("augmentation.random_erasing.value", value)
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         # rand * span + low for: area fraction, log aspect ratio, top, left, "is erased".
         self.register_buffer(
@@ -290,15 +252,12 @@ class Zca(Augmentation):
     thousandfold. The matrix and mean live in buffers, so checkpoints carry them.
     """
 
-    name = "zca"
     train_only = False
     after_normalize = True
 
     def __init__(self, eps: float = 0.1):
         super().__init__()
-        if not eps > 0:
-            raise ConfigError(f"augmentation.zca.eps={eps} must be > 0")
-        self.zca = ZCAWhitening(eps=float(eps))
+        self.zca = ZCAWhitening(eps=checks.positive("augmentation.zca.eps", eps))
 
     def fit(self, images):
         # float64 keeps the small eigenvalues accurate; MPS has no float64, so fit on the CPU there.
@@ -343,25 +302,21 @@ class _PerSamplePolicy(Augmentation):
 class RandAugment(_PerSamplePolicy):
     """RandAugment: ``num_ops`` distinct operations per sample at magnitude ``magnitude`` (of 30)."""
 
-    name = "randaugment"
-
     def __init__(self, num_ops: int = 2, magnitude: int = 9):
-        n_policy = len(RAND_POLICY)
-        if not isinstance(num_ops, int) or not 1 <= num_ops <= n_policy - len(COLOR_ONLY_OPS):
-            raise ConfigError(
-                f"augmentation.randaugment.num_ops={num_ops} must be an int in "
-                f"[1, {n_policy - len(COLOR_ONLY_OPS)}]"
-            )
-        if not 0 < magnitude < 30:
-            raise ConfigError(f"augmentation.randaugment.magnitude={magnitude} must be in (0, 30)")
+        most = len(RAND_POLICY) - len(COLOR_ONLY_OPS)  # every op must also work on grayscale
+        num_ops = checks.number(
+            "augmentation.randaugment.num_ops", num_ops, low=1, high=most, integer=True
+        )
+        checks.number(
+            "augmentation.randaugment.magnitude", magnitude, low=0, high=30, low_open=True,
+            high_open=True,
+        )  # fmt: skip
         ops = [_KorniaRandAugment(n=1, m=magnitude, policy=[sub]) for sub in RAND_POLICY]
         super().__init__(ops, [sub[0][0] for sub in RAND_POLICY], num_ops)
 
 
 class TrivialAugment(_PerSamplePolicy):
     """TrivialAugment: one operation per sample at a random magnitude; no knobs by design."""
-
-    name = "trivialaugment"
 
     def __init__(self):
         ops = [_KorniaTrivialAugment(policy=[sub]) for sub in TRIVIAL_POLICY]

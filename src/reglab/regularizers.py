@@ -29,7 +29,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from reglab.errors import ConfigError
+from reglab.core import checks
+from reglab.core.errors import ConfigError
 
 
 class Technique:
@@ -76,41 +77,6 @@ def penalized_weights(model: nn.Module) -> Iterator[torch.Tensor]:
 # ----------------------------------------------------------------------------- knob checks
 
 
-def _fail(name: str, knob: str, value, allowed: str):
-    raise ConfigError(f"regularizer.{name}.{knob}={value!r} {allowed}")
-
-
-def _nonneg(name: str, knob: str, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        _fail(name, knob, value, "must be a number >= 0")
-    return float(value)
-
-
-def _positive(name: str, knob: str, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        _fail(name, knob, value, "must be a number > 0")
-    return float(value)
-
-
-def _prob(name: str, knob: str, value) -> float:
-    """A probability in [0, 1): 1 would drop (or smooth away) everything."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-        _fail(name, knob, value, "must be a probability in [0, 1)")
-    return float(value)
-
-
-def _fraction(name: str, knob: str, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
-        _fail(name, knob, value, "must be in (0, 1]")
-    return float(value)
-
-
-def _choice(name: str, knob: str, value, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        _fail(name, knob, value, f"must be one of {list(allowed)}")
-    return value
-
-
 def _params(model: nn.Module, weights_only: bool) -> Iterator[torch.Tensor]:
     return penalized_weights(model) if weights_only else model.parameters()
 
@@ -122,8 +88,8 @@ class L1(Technique):
     """``strength * sum |w|``: drives unneeded weights towards zero (sparsity)."""
 
     def __init__(self, strength: float = 1e-4, weights_only: bool = True):
-        self.strength = _nonneg("l1", "strength", strength)
-        self.weights_only = bool(weights_only)
+        self.strength = checks.nonnegative("regularizer.l1.strength", strength)
+        self.weights_only = checks.flag("regularizer.l1.weights_only", weights_only)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         return self.strength * sum(p.abs().sum() for p in _params(model, self.weights_only))
@@ -133,8 +99,8 @@ class L2(Technique):
     """``strength * sum w^2`` added to the loss (Keras' ``l2(strength)``): shrinks all weights."""
 
     def __init__(self, strength: float = 1e-3, weights_only: bool = True):
-        self.strength = _nonneg("l2", "strength", strength)
-        self.weights_only = bool(weights_only)
+        self.strength = checks.nonnegative("regularizer.l2.strength", strength)
+        self.weights_only = checks.flag("regularizer.l2.weights_only", weights_only)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         return self.strength * sum(p.pow(2).sum() for p in _params(model, self.weights_only))
@@ -144,11 +110,9 @@ class ElasticNet(Technique):
     """``strength * (l1_ratio * sum |w| + (1 - l1_ratio) * sum w^2)``: L1 sparsity, L2 grouping."""
 
     def __init__(self, strength: float = 1e-4, l1_ratio: float = 0.5, weights_only: bool = True):
-        self.strength = _nonneg("elastic_net", "strength", strength)
-        if not isinstance(l1_ratio, (int, float)) or not 0 <= l1_ratio <= 1:
-            _fail("elastic_net", "l1_ratio", l1_ratio, "must be in [0, 1]")
-        self.l1_ratio = float(l1_ratio)
-        self.weights_only = bool(weights_only)
+        self.strength = checks.nonnegative("regularizer.elastic_net.strength", strength)
+        self.l1_ratio = checks.probability("regularizer.elastic_net.l1_ratio", l1_ratio, one=True)
+        self.weights_only = checks.flag("regularizer.elastic_net.weights_only", weights_only)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         params = list(_params(model, self.weights_only))
@@ -161,7 +125,7 @@ class LabelSmoothing(Technique):
     """Cross-entropy against ``(1 - smoothing) * one_hot + smoothing / num_classes``."""
 
     def __init__(self, smoothing: float = 0.1):
-        self.smoothing = _prob("label_smoothing", "smoothing", smoothing)
+        self.smoothing = checks.probability("regularizer.label_smoothing.smoothing", smoothing)
 
     def loss_kwargs(self, kwargs: dict) -> dict:
         return {**kwargs, "label_smoothing": self.smoothing}
@@ -174,15 +138,19 @@ class WeightDecay(Technique):
     """Decoupled weight decay: ``w <- w - lr * strength * w`` outside the adaptive gradient step.
 
     Adam becomes AdamW; AdamW and SGD take ``strength`` as their ``weight_decay`` (for plain SGD,
-    decoupled decay and an L2 penalty are the same update up to the factor lr).
+    decoupled decay and an L2 penalty are the same update up to the factor lr). Other optimizers
+    take it as their own ``weight_decay``, whatever that means for them.
     """
 
+    COUPLED_TO_DECOUPLED = {"torch.optim.Adam": "torch.optim.AdamW"}
+
     def __init__(self, strength: float = 0.1):
-        self.strength = _nonneg("weight_decay", "strength", strength)
+        self.strength = checks.nonnegative("regularizer.weight_decay.strength", strength)
 
     def optimizer_kwargs(self, kwargs: dict) -> dict:
-        name = "adamw" if kwargs.get("name") == "adam" else kwargs.get("name")
-        return {**kwargs, "name": name, "weight_decay": self.strength}
+        target = kwargs.get("_target_")
+        target = self.COUPLED_TO_DECOUPLED.get(target, target)
+        return {**kwargs, "_target_": target, "weight_decay": self.strength}
 
 
 # ----------------------------------------------------------------------------- model
@@ -192,8 +160,8 @@ class Dropout(Technique):
     """Dropout after every hidden layer (``p``) and on the input (``input_p``)."""
 
     def __init__(self, p: float = 0.5, input_p: float = 0.2):
-        self.p = _prob("dropout", "p", p)
-        self.input_p = _prob("dropout", "input_p", input_p)
+        self.p = checks.probability("regularizer.dropout.p", p)
+        self.input_p = checks.probability("regularizer.dropout.input_p", input_p)
 
     def model_kwargs(self, kwargs: dict) -> dict:
         return {**kwargs, "dropout": self.p, "input_dropout": self.input_p}
@@ -203,7 +171,7 @@ class ActivationNoise(Technique):
     """Gaussian noise N(0, std^2) added to hidden activations, in training mode only."""
 
     def __init__(self, std: float = 0.1):
-        self.std = _nonneg("activation_noise", "std", std)
+        self.std = checks.nonnegative("regularizer.activation_noise.std", std)
 
     def model_kwargs(self, kwargs: dict) -> dict:
         return {**kwargs, "activation_noise": self.std}
@@ -221,7 +189,7 @@ class StochasticDepth(Technique):
     rate of the last block, decaying linearly to 0 for the first."""
 
     def __init__(self, p: float = 0.1):
-        self.p = _prob("stochastic_depth", "p", p)
+        self.p = checks.probability("regularizer.stochastic_depth.p", p)
 
     def model_kwargs(self, kwargs: dict) -> dict:
         return {**kwargs, "stochastic_depth": self.p}
@@ -235,8 +203,8 @@ class SmallModel(Technique):
     """
 
     def __init__(self, width_factor: float = 0.25, depth_factor: float = 0.5):
-        self.width_factor = _fraction("small_model", "width_factor", width_factor)
-        self.depth_factor = _fraction("small_model", "depth_factor", depth_factor)
+        self.width_factor = checks.fraction("regularizer.small_model.width_factor", width_factor)
+        self.depth_factor = checks.fraction("regularizer.small_model.depth_factor", depth_factor)
 
     def _narrow(self, n: int) -> int:
         return max(1, round(int(n) * self.width_factor))
@@ -268,7 +236,7 @@ class GaussianNoise(Technique):
     """Gaussian noise N(0, std^2) added to the (normalized) inputs of training batches."""
 
     def __init__(self, std: float = 0.1):
-        self.std = _nonneg("gaussian_noise", "std", std)
+        self.std = checks.nonnegative("regularizer.gaussian_noise.std", std)
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x + torch.randn_like(x) * self.std, y
@@ -290,9 +258,11 @@ class Mixup(Technique):
     ``lam ~ Beta(alpha, alpha)`` once per batch, partners ``j`` a random permutation."""
 
     def __init__(self, alpha: float = 0.2, num_classes: int | None = None):
-        self.alpha = _positive("mixup", "alpha", alpha)
+        self.alpha = checks.positive("regularizer.mixup.alpha", alpha)
         if num_classes is not None:
-            self.num_classes = int(_positive("mixup", "num_classes", num_classes))
+            self.num_classes = checks.positive(
+                "regularizer.mixup.num_classes", num_classes, integer=True
+            )
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = _soft_targets(y, self.num_classes, "mixup")
@@ -310,9 +280,11 @@ class CutMix(Technique):
     """
 
     def __init__(self, alpha: float = 1.0, num_classes: int | None = None):
-        self.alpha = _positive("cutmix", "alpha", alpha)
+        self.alpha = checks.positive("regularizer.cutmix.alpha", alpha)
         if num_classes is not None:
-            self.num_classes = int(_positive("cutmix", "num_classes", num_classes))
+            self.num_classes = checks.positive(
+                "regularizer.cutmix.num_classes", num_classes, integer=True
+            )
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = _soft_targets(y, self.num_classes, "cutmix")
@@ -339,7 +311,7 @@ class MaxNorm(Technique):
     (the max-norm constraint of the dropout paper)."""
 
     def __init__(self, c: float = 3.0):
-        self.c = _positive("max_norm", "c", c)
+        self.c = checks.positive("regularizer.max_norm.c", c)
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
@@ -358,13 +330,16 @@ class EarlyStopping(Technique):
         self, monitor: str = "val/acc", mode: str = "max", patience: int = 5, min_delta: float = 0.0
     ):
         if not isinstance(monitor, str) or not monitor:
-            _fail("early_stopping", "monitor", monitor, "must be a metric name such as val/acc")
+            raise ConfigError(
+                f"regularizer.early_stopping.monitor={monitor!r} must be a metric name such as "
+                "val/acc"
+            )
         self.monitor = monitor
-        self.mode = _choice("early_stopping", "mode", mode, ("min", "max"))
-        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
-            _fail("early_stopping", "patience", patience, "must be an integer >= 1")
-        self.patience = patience
-        self.min_delta = _nonneg("early_stopping", "min_delta", min_delta)
+        self.mode = checks.choice("regularizer.early_stopping.mode", mode, ("min", "max"))
+        self.patience = checks.number(
+            "regularizer.early_stopping.patience", patience, low=1, integer=True
+        )
+        self.min_delta = checks.nonnegative("regularizer.early_stopping.min_delta", min_delta)
 
     def callbacks(self) -> list:
         return [
@@ -385,18 +360,15 @@ class SWA(Technique):
     final_weights = True
 
     def __init__(self, lr: float = 1e-3, epoch_start: float = 0.8, annealing_epochs: int = 1):
-        self.lr = _positive("swa", "lr", lr)
-        if isinstance(epoch_start, bool) or not (
-            (isinstance(epoch_start, int) and epoch_start >= 1)
-            or (isinstance(epoch_start, float) and 0 < epoch_start <= 1)
-        ):
-            _fail(
-                "swa", "epoch_start", epoch_start, "must be an epoch >= 1 or a fraction in (0, 1]"
-            )
-        self.epoch_start = epoch_start
-        if not isinstance(annealing_epochs, int) or annealing_epochs < 1:
-            _fail("swa", "annealing_epochs", annealing_epochs, "must be an integer >= 1")
-        self.annealing_epochs = annealing_epochs
+        self.lr = checks.positive("regularizer.swa.lr", lr)
+        key = "regularizer.swa.epoch_start"
+        if isinstance(epoch_start, int) and not isinstance(epoch_start, bool):  # an epoch
+            self.epoch_start = checks.number(key, epoch_start, low=1, integer=True)
+        else:  # a fraction of the epochs
+            self.epoch_start = checks.fraction(key, epoch_start)
+        self.annealing_epochs = checks.number(
+            "regularizer.swa.annealing_epochs", annealing_epochs, low=1, integer=True
+        )
 
     def callbacks(self) -> list:
         return [
@@ -416,9 +388,9 @@ class EMA(Technique):
     final_weights = True
 
     def __init__(self, decay: float = 0.99):
-        if not isinstance(decay, (int, float)) or not 0 < decay < 1:
-            _fail("ema", "decay", decay, "must be in (0, 1)")
-        self.decay = float(decay)
+        self.decay = checks.number(
+            "regularizer.ema.decay", decay, low=0, high=1, low_open=True, high_open=True
+        )
 
     def callbacks(self) -> list:
         return [pl.callbacks.EMAWeightAveraging(decay=self.decay)]
@@ -429,8 +401,10 @@ class GradientClipping(Technique):
     each element to [-value, value] (``algorithm: value``)."""
 
     def __init__(self, value: float = 1.0, algorithm: str = "norm"):
-        self.value = _positive("gradient_clipping", "value", value)
-        self.algorithm = _choice("gradient_clipping", "algorithm", algorithm, ("norm", "value"))
+        self.value = checks.positive("regularizer.gradient_clipping.value", value)
+        self.algorithm = checks.choice(
+            "regularizer.gradient_clipping.algorithm", algorithm, ("norm", "value")
+        )
 
     def trainer_kwargs(self, kwargs: dict) -> dict:
         return {

@@ -1,7 +1,10 @@
+"""reglab's own model factories: every one follows the data's shape, and the technique arguments
+build the layers they name."""
+
 import pytest
 import torch
 
-from reglab.errors import ConfigError
+from reglab.core.errors import ConfigError
 from reglab.models import MODELS, build_model
 
 
@@ -11,6 +14,14 @@ def test_models_follow_the_data(name, shape, classes):
     model = build_model(name, shape, classes, dropout=0.1, batch_norm=True)
     out = model(torch.randn(4, *shape))
     assert out.shape == (4, classes)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_defaults_build_in_train_and_eval_mode(name):
+    model = build_model(name, (1, 28, 28), 10, activation_noise=0.1)
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x).shape == (2, 10)
+    assert model.eval()(x).shape == (2, 10)
 
 
 def test_mlp_5x500_is_the_case_study_network():
@@ -34,6 +45,23 @@ def test_dropout_and_batchnorm_arguments_build_the_layers():
 def test_bad_model_arguments(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         build_model("mlp", (1, 8, 8), 10, **kwargs)
+
+
+def test_each_value_is_checked_with_its_key():
+    cases = [
+        ("cnn", {"channels": [8, 0]}, "model.channels[1]=0"),
+        ("cnn", {"hidden": -1}, "model.hidden=-1"),
+        ("resnet18", {"width": 0}, "model.width=0"),
+        ("speednet", {"depth": 0}, "model.depth=0"),
+        ("speednet", {"logit_scale": 0}, "model.logit_scale=0"),
+        ("mlp", {"batch_norm": "yes"}, "model.batch_norm='yes'"),
+        ("mlp", {"activation_noise": -1}, "model.activation_noise=-1"),
+        ("resnet18", {"stochastic_depth": 1.0}, "model.stochastic_depth=1.0"),
+    ]
+    for name, kwargs, key in cases:
+        with pytest.raises(ConfigError) as e:
+            build_model(name, (3, 32, 32), 10, **kwargs)
+        assert str(e.value).startswith(key) and "\n" not in str(e.value)
 
 
 def test_unknown_model_name():
