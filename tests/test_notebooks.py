@@ -1,9 +1,9 @@
 import nbformat
 from nbclient import NotebookClient
 
-from reglab.config import ROOT_DIR
+from reglab.core.paths import ROOT_DIR
 
-from .test_report import BASE, L2, write_run
+from .report.conftest import BASE, L2, write_run
 
 
 def test_compare_techniques_notebook_executes(tmp_path, monkeypatch):
