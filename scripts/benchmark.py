@@ -69,7 +69,7 @@ def compose(overrides: list[str], out_dir: Path):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    from reglab.config import CONF_DIR
+    from reglab.core.paths import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -189,10 +189,10 @@ def make_interleaver(warmup: int, seg: int, rounds: int, other=None, switch=None
 
 
 def lightning_fit(overrides: list[str], callback, max_steps: int) -> int:
-    """``trainer.fit`` of ``reglab-train OVERRIDES`` (the objects train.py builds) + callback."""
+    """``trainer.fit`` of ``reglab-train OVERRIDES`` (the objects reglab.training.assemble builds) + callback."""
     import pytorch_lightning as pl
 
-    from reglab.train import build, build_trainer
+    from reglab.training.assemble import build, build_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(
@@ -209,7 +209,7 @@ def lightning_fit(overrides: list[str], callback, max_steps: int) -> int:
         dm.setup("fit")
         steps_per_epoch = len(dm.train) // cfg.data.batch_size
         assert max_steps < steps_per_epoch, "keep the measurement inside the first epoch"
-        trainer = build_trainer(cfg, model, extra_callbacks=[callback])
+        trainer = build_trainer(cfg, dm, model, extra_callbacks=[callback])
         trainer.fit(model, datamodule=dm)
         return cfg.data.batch_size
 
@@ -218,7 +218,7 @@ def lightning_fit(overrides: list[str], callback, max_steps: int) -> int:
 
 
 def lightning_vs_bare(model_name: str, seg: int, warmup: int, rounds: int, k: int = 1, fits=1):
-    """``k``: trainer.steps_per_execution; a Lightning step is then k optimizer steps, and the
+    """``k``: execution.steps_per_execution; a Lightning step is then k optimizer steps, and the
     bare loop runs k steps for each of them. ``fits``: that many fits (each measured inside its
     first epoch), their rounds pooled."""
     bare = BareLoop(model_name, fashion_dm(), 128)
@@ -228,7 +228,7 @@ def lightning_vs_bare(model_name: str, seg: int, warmup: int, rounds: int, k: in
         clock = make_interleaver(warmup, seg, rounds, other=lambda n: bare.steps(n * k))
         bs = lightning_fit(
             ["data=fashion_mnist", f"model={model_name}", "trainer=cpu",
-             f"trainer.steps_per_execution={k}"],
+             f"execution.steps_per_execution={k}"],
             clock,
             (warmup + rounds * seg) * k,
         )  # fmt: skip
@@ -312,7 +312,7 @@ def augment_vs_torchvision(seg: int, warmup: int, rounds: int, batch_size: int =
     from omegaconf import OmegaConf
 
     from reglab.augment import Pipeline
-    from reglab.module import instantiate_named
+    from reglab.training.module import instantiate_named
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(["augmentation=[affine,random_erasing]"], Path(tmp))

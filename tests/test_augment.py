@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reglab.augment import Augmentation, RandAugment, TrivialAugment, Zca
-from reglab.config import CONF_DIR
-from reglab.errors import ConfigError
-from reglab.module import Classifier
+from reglab.core.paths import CONF_DIR
+from reglab.core.errors import ConfigError
+from reglab.training.module import Classifier
 from reglab.train import build
 
 from .conftest import compose_cfg
@@ -38,12 +38,12 @@ def random_names() -> list[str]:
 
 def classifier(augmentation: dict | None, data: str = "digits", shape=(1, 8, 8)) -> Classifier:
     return Classifier(
-        model={"name": "mlp", "widths": [16]},
+        model={"_target_": "reglab.models.mlp", "name": "mlp", "widths": [16]},
         input_shape=shape,
         num_classes=10,
         mean=(0.5,) * shape[0],
         std=(0.25,) * shape[0],
-        optimizer={"name": "adam", "lr": 1e-3},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
         augmentation=augmentation,
         data={"name": data},
     )

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from reglab.errors import ConfigError
+from reglab.core.errors import ConfigError
 from reglab.eval import evaluate, load_checkpoint
 
 from .conftest import cli, train
@@ -59,3 +59,26 @@ def test_cli_eval_writes_metrics(two_checkpoints, tmp_path):
     (out,) = tmp_path.glob("eval/*/eval_metrics.json")
     saved = json.loads(out.read_text())
     assert "ensemble" in saved and "ensemble" in r.stdout
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_eval_scores_a_checkpoint_like_training_did(tmp_path, tta):
+    """One prediction path: reglab-eval on the tested checkpoint gives the test scores that
+    trainer.test wrote into metrics.json, test-time augmentation included."""
+    s = train(["trainer.max_epochs=2", "callbacks=default", f"execution.tta={str(tta).lower()}",
+               "model.widths=[32]"], tmp_path)  # fmt: skip
+    member = evaluate([s["best_checkpoint"]])["members"][s["best_checkpoint"]]
+    for key in ("test/acc", "test/loss", "test/ece"):
+        assert member[key] == pytest.approx(s[key], abs=1e-6), key
+
+
+def test_tta_changes_what_is_scored(tmp_path):
+    """The test above could pass with TTA ignored on both sides: the flag must change the scores."""
+    s = train(["trainer.max_epochs=2", "callbacks=default", "model.widths=[32]"], tmp_path)
+    ckpt = torch.load(s["best_checkpoint"], weights_only=True)
+    ckpt["hyper_parameters"]["execution"] = {"tta": True}
+    flipped = tmp_path / "tta.ckpt"
+    torch.save(ckpt, flipped)
+    plain = evaluate([s["best_checkpoint"]])["members"][s["best_checkpoint"]]
+    with_tta = evaluate([str(flipped)])["members"][str(flipped)]
+    assert with_tta["test/loss"] != pytest.approx(plain["test/loss"], abs=1e-6)

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from reglab.compare import technique_options
-from reglab.config import CONF_DIR
+from reglab.core.paths import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -50,7 +50,7 @@ def test_keras_case_study_matches_the_classic_setup():
         return _compose("experiment=keras_case_study", f"+experiment/keras_case_study={variant}")
 
     cfg = keras("dropout")
-    assert cfg.model.name == "mlp_5x500" and cfg.optimizer.name == "adam"
+    assert cfg.model.name == "mlp_5x500" and cfg.optimizer._target_ == "torch.optim.Adam"
     assert cfg.trainer.max_epochs == 10 and cfg.data.batch_size == 128
     assert cfg.data.val_fraction == 0.3 and cfg.regularizer.dropout.p == 0.25
     assert keras("l1").regularizer.l1.strength == 1e-4

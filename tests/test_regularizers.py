@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from reglab import regularizers as R
-from reglab.errors import ConfigError
+from reglab.core.errors import ConfigError
 from reglab.models import MODELS, BasicBlock, GaussianNoise
-from reglab.module import weight_stats
+from reglab.training.module import weight_stats
 from reglab.train import build
 
 from .conftest import compose_cfg, train

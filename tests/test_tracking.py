@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from reglab.config import CONF_DIR
+from reglab.core.paths import CONF_DIR
 
 from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
 
@@ -67,7 +67,7 @@ def test_wandb_offline_run_holds_config_summary_tags_and_images(tmp_path, monkey
 
 
 def test_failed_run_is_closed_as_failed_and_the_next_run_is_its_own(tmp_path, monkeypatch):
-    from reglab.errors import DivergenceError
+    from reglab.core.errors import DivergenceError
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(DivergenceError):
@@ -122,7 +122,7 @@ def test_wandb_sweep_groups_runs_and_logs_the_report_table(tmp_path):
 
 
 def test_no_report_run_without_wandb(tmp_path):
-    from reglab.tracking import log_report_table
+    from reglab.training.loggers import log_report_table
 
     (tmp_path / "results.csv").write_text("technique,n\nbaseline,1\n")
     cfg = compose_cfg(["logger=csv"], tmp_path / "x")
@@ -236,7 +236,7 @@ def test_slurm_launcher_turns_knobs_into_sbatch_options(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
     from submitit.slurm import slurm
 
-    from reglab.config import CONF_DIR
+    from reglab.core.paths import CONF_DIR
 
     bin_dir = tmp_path / "bin"  # submitit refuses to build a SLURM executor without srun
     bin_dir.mkdir()

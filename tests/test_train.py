@@ -104,7 +104,7 @@ def test_wandb_offline_writes_config_and_metrics(tmp_path, monkeypatch):
 def test_run_folder_wandb_and_metrics_names_agree(tmp_path):
     from omegaconf import OmegaConf
 
-    from reglab.config import run_name
+    from reglab.core.config import run_name
 
     cfg = compose_cfg(["regularizer=[l2,dropout]", "augmentation=[affine]"], tmp_path)
     resolved = OmegaConf.create({"n": "${reglab_run_name:}", **OmegaConf.to_container(cfg)}).n

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from reglab.config import CONF_DIR
+from reglab.core.paths import CONF_DIR
 
 GROUPS = ("regularizer", "augmentation")
 # Techniques that only work with some models: the option also selects such a model, which puts

@@ -1,4 +1,9 @@
-"""``reglab-eval``: test one checkpoint, or several and their ensemble (mean of softmax)."""
+"""``reglab-eval``: test one checkpoint, or several and their ensemble (mean of softmax).
+
+Each checkpoint is tested by ``trainer.test`` on the Classifier it describes, the same code that
+tested it at the end of training (test-time augmentation included); an ensemble is an
+``Ensemble`` module scored by the same metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,31 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
-import torch.nn.functional as F
+import pytorch_lightning as pl
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
-from torchmetrics.functional.classification import multiclass_calibration_error
 
-from reglab.checkpoint import load_checkpoint
-from reglab.config import CONF_DIR, to_plain, with_env
+from reglab.cli import entry_point
+from reglab.core.config import to_plain
+from reglab.core.errors import ConfigError, ReglabError, fail
+from reglab.core.io import write_json_atomic
+from reglab.core.names import TEST_ACC, TEST_ECE, TEST_LOSS
+from reglab.core.paths import CONF_DIR
 from reglab.data import DataModule, IndexBatches
-from reglab.errors import ConfigError, ReglabError
-from reglab.module import Classifier
-from reglab.train import fail, write_json_atomic
+from reglab.training.assemble import quiet_lightning
+from reglab.training.checkpoint import load_checkpoint
+from reglab.training.ensemble import Ensemble
+from reglab.training.module import Classifier
+
+SCORES = (TEST_ACC, TEST_LOSS, TEST_ECE)
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path) -> Classifier:
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"{path} is not a reglab checkpoint (no hyper_parameters/state_dict)")
+    hp = {k: v for k, v in hp.items() if k != "steps_per_execution"}  # saved by reglab < 0.2
     model = Classifier(**hp)
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -33,68 +44,53 @@ def model_from_checkpoint(ckpt: dict, path: str | Path) -> Classifier:
     return model.eval()
 
 
-@torch.no_grad()
-def predict(model: Classifier, loader: IndexBatches, device: torch.device) -> torch.Tensor:
-    model.to(device)
-    probs = [model(model.prepare(x.to(device), train=False)).softmax(-1).cpu() for x, _ in loader]
-    return torch.cat(probs)
+def tester(device: str) -> pl.Trainer:
+    quiet_lightning()
+    accelerator = {"auto": "auto", "cpu": "cpu"}.get(device, "gpu")
+    return pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
 
 
-def scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    return {
-        "test/acc": (probs.argmax(1) == labels).float().mean().item(),
-        "test/loss": F.nll_loss(probs.clamp_min(1e-12).log(), labels).item(),
-        "test/ece": multiclass_calibration_error(
-            probs, labels, num_classes=probs.shape[1], n_bins=15
-        ).item(),
-    }
+def test(trainer: pl.Trainer, module: pl.LightningModule, loader) -> dict[str, float]:
+    results = trainer.test(module, dataloaders=loader, verbose=False)[0]
+    return {k: float(results[k]) for k in SCORES}
 
 
 def evaluate(paths: list[str], data_overrides: dict | None = None, trust: bool = False,
              batch_size: int = 1024, device: str = "auto") -> dict:  # fmt: skip
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)  # fmt: skip
-    results, all_probs, reference = {}, [], None
-    for p in paths:
-        ckpt = load_checkpoint(p, trust)
-        model = model_from_checkpoint(ckpt, p)
-        data_cfg = {**(model.hparams.get("data") or {}), **(data_overrides or {})}
-        key = (data_cfg.get("name"), model.hparams["num_classes"])
-        if reference is None:
-            reference = key
-            dm = DataModule(**data_cfg)
-            dm.setup("test")
-            loader = IndexBatches(dm.test, batch_size, shuffle=False)
-        elif key != reference:
+    members = [model_from_checkpoint(load_checkpoint(p, trust), p) for p in paths]
+    keys = [((m.hparams.get("data") or {}).get("name"), m.hparams["num_classes"]) for m in members]
+    for p, key in zip(paths[1:], keys[1:], strict=True):
+        if key != keys[0]:
             raise ConfigError(
-                f"{p} was trained on {key[0]} ({key[1]} classes) but {paths[0]} on {reference[0]} "
-                f"({reference[1]} classes): an ensemble needs checkpoints of one dataset"
+                f"{p} was trained on {key[0]} ({key[1]} classes) but {paths[0]} on {keys[0][0]} "
+                f"({keys[0][1]} classes): an ensemble needs checkpoints of one dataset"
             )
-        probs = predict(model, loader, dev)
-        all_probs.append(probs)
-        results[str(p)] = scores(probs, dm.test.labels)
-    summary = {"members": results}
+    dm = DataModule(**{**(members[0].hparams.get("data") or {}), **(data_overrides or {})})
+    dm.setup("test")
+    loader = IndexBatches(dm.test, batch_size, shuffle=False)
+    trainer = tester(device)
+    summary = {"members": {str(p): test(trainer, m, loader) for p, m in zip(paths, members, strict=True)}}
     if len(paths) > 1:
-        summary["ensemble"] = scores(torch.stack(all_probs).mean(0), dm.test.labels)
-        summary["best_member"] = max(r["test/acc"] for r in results.values())
+        summary["ensemble"] = test(trainer, Ensemble(members), loader)
+        summary["best_member"] = max(r[TEST_ACC] for r in summary["members"].values())
     return summary
 
 
 def print_summary(summary: dict) -> None:
     table = Table(title="reglab-eval: test split")
-    for col in ("checkpoint", "test/acc", "test/loss", "test/ece"):
+    for col in ("checkpoint", *SCORES):
         table.add_column(col, justify="left" if col == "checkpoint" else "right")
     rows = list(summary["members"].items())
     if "ensemble" in summary:
         rows.append((f"ensemble of {len(summary['members'])} (mean softmax)", summary["ensemble"]))
     for name, r in rows:
-        table.add_row(name, *(f"{r[k]:.4f}" for k in ("test/acc", "test/loss", "test/ece")))
+        table.add_row(name, *(f"{r[k]:.4f}" for k in SCORES))
     Console().print(table)
 
 
-@with_env
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     paths = cfg.ckpt_path if isinstance(to_plain(cfg.ckpt_path), list) else [cfg.ckpt_path]
     try:
         summary = evaluate([str(p) for p in paths], to_plain(cfg.data), cfg.trust_checkpoint,
@@ -107,6 +103,8 @@ def main(cfg: DictConfig) -> None:
     write_json_atomic(out, summary)
     print(f"reglab-eval: wrote {out}", file=sys.stderr)
 
+
+main = entry_point(_main)
 
 if __name__ == "__main__":
     main()

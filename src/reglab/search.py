@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from reglab.errors import ConfigError
+from reglab.core.errors import ConfigError
 
 _MISSING = object()
 

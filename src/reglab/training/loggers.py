@@ -24,11 +24,14 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from dotenv import load_dotenv
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from reglab.config import ROOT_DIR
+from reglab.core.paths import ROOT_DIR
 
 IMAGES_KEY = "train/augmented"
 REPORT_TABLE_KEY = "report/results"
@@ -39,8 +42,6 @@ def load_env_file() -> None:
 
     Variables already set in the environment win, so a shell ``export`` overrides the file.
     """
-    from dotenv import load_dotenv
-
     for path in (ROOT_DIR / ".env", Path.cwd() / ".env"):
         if path.is_file():
             load_dotenv(path, override=False)
@@ -52,9 +53,6 @@ def is_wandb(logger_cfg: Mapping | None) -> bool:
 
 def sweep_group() -> str | None:
     """The sweep folder's name when this job is part of a multirun, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()

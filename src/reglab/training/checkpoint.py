@@ -1,4 +1,4 @@
-"""Checkpoints that survive a kill and load safely, and ``resume=true``.
+"""Checkpoints that survive a kill and load safely (``resume=true`` itself: ``reglab.cli``).
 
 - ``SafeCheckpointIO`` writes each checkpoint to a temporary file in the same folder, fsyncs it
   and renames it over the old one, so a kill mid-write leaves the previous checkpoint intact.
@@ -6,20 +6,13 @@
 - ``RngStates`` stores the torch/CUDA/numpy/python random states in every checkpoint and puts
   them back when training resumes, so dropout, noise and mixup draw the same numbers as in a run
   that was never stopped. The batch order needs no state: it is a function of (seed, epoch).
-- ``resumable`` wraps the ``reglab-train`` entry point (after ``.env`` is loaded and unknown
-  group options are refused in one line): with ``resume=true`` it finds the newest
-  earlier run of the same command (same overrides, ``resume`` aside) and hands its folder to
-  Hydra as ``hydra.run.dir``, before Hydra creates a new folder. The run then picks up that
-  folder's ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from reglab.errors import ConfigError
+from reglab.core.errors import ConfigError
 
 # ----------------------------------------------------------------------------- loading
 
@@ -171,96 +164,3 @@ class RngStates(pl.Callback):
         if self._pending:
             set_rng_states(self._pending)
             self._pending = None
-
-
-# ----------------------------------------------------------------------------- resume=true
-
-
-def _key_of(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def task_overrides(argv: list[str]) -> list[str]:
-    """The task overrides of a command line: ``key=value`` words, not flags, not ``hydra.*``."""
-    return [
-        a
-        for a in argv
-        if "=" in a and not a.startswith("-") and not _key_of(a).startswith("hydra.")
-    ]
-
-
-def _same_command(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if _key_of(o) != "resume")
-
-
-def previous_run(overrides: list[str], runs_root: Path) -> Path | None:
-    """The newest folder under ``runs_root`` whose saved overrides equal ``overrides``
-    (``resume=...`` aside on both sides)."""
-    from omegaconf import OmegaConf
-
-    want, found = _same_command(overrides), []
-    for saved in Path(runs_root).glob("*/.hydra/overrides.yaml"):
-        try:
-            got = [str(o) for o in OmegaConf.load(saved)]
-        except Exception:  # noqa: BLE001 - an unreadable folder is not the run we look for
-            continue
-        if _same_command(got) == want:
-            found.append(saved)
-    newest = max(found, key=lambda p: p.stat().st_mtime, default=None)
-    return newest.parent.parent if newest is not None else None
-
-
-def runs_root_of(overrides: list[str]) -> Path | None:
-    """The folder that holds single runs for this command: the parent of ``hydra.run.dir``."""
-    from hydra import compose, initialize_config_dir
-
-    from reglab.config import CONF_DIR
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-            return Path(str(cfg.hydra.run.dir)).parent
-    except Exception:  # noqa: BLE001 - a bad override: let Hydra's own run report it
-        return None
-
-
-def resume_argv(argv: list[str]) -> list[str]:
-    """``argv`` plus ``hydra.run.dir=<previous run>`` when it asks for ``resume=true``."""
-    overrides = task_overrides(argv)
-    wants = any(_key_of(o) == "resume" and o.split("=", 1)[1].lower() == "true" for o in overrides)
-    multirun = "-m" in argv or "--multirun" in argv
-    explicit = any(_key_of(a) == "hydra.run.dir" for a in argv if "=" in a)
-    if not wants or multirun or explicit or any(a in argv for a in ("--help", "-h", "--cfg", "-c")):
-        return argv
-    root = runs_root_of(overrides)
-    if root is None:
-        return argv
-    folder = previous_run(overrides, root)
-    if folder is None:
-        print(
-            f"reglab: resume=true: no earlier run of this command under {root}; starting a new one",
-            file=sys.stderr,
-        )
-        return argv
-    print(f"reglab: resume=true: continuing {folder}", file=sys.stderr)
-    # Quoted for Hydra's override grammar, so any character in the folder name is safe.
-    return [*argv, f"hydra.run.dir='{folder}'"]
-
-
-def resumable(main):
-    """Entry-point wrapper: load ``.env``, then resolve ``resume=true`` before Hydra starts."""
-
-    from reglab.config import check_group_choices, with_env
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        if not args and not kwargs:
-            try:
-                check_group_choices(task_overrides(sys.argv[1:]))
-            except ConfigError as e:
-                print(f"reglab: error: {e}", file=sys.stderr)
-                sys.exit(2)
-            sys.argv[1:] = resume_argv(sys.argv[1:])
-        return main(*args, **kwargs)
-
-    return with_env(wrapper)

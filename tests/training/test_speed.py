@@ -8,19 +8,20 @@ import torch
 
 from reglab.augment import Augmentation, Pipeline
 from reglab.data import DataModule, IndexBatches, Split
-from reglab.module import Classifier
+from reglab.training.module import Classifier
 
-from .conftest import FAST, cli, train
+from ..conftest import FAST, cli, train
 
 
-def _classifier(**model) -> Classifier:
+def _classifier(**execution) -> Classifier:
     return Classifier(
-        model={"name": "cnn", "channels": [4], "hidden": 8, **model},
+        model={"_target_": "reglab.models.cnn", "name": "cnn", "channels": [4], "hidden": 8},
         input_shape=(1, 8, 8),
         num_classes=10,
         mean=(0.2,),
         std=(0.4,),
-        optimizer={"name": "adam", "lr": 1e-3},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+        execution=execution,
     )
 
 
@@ -55,10 +56,10 @@ def test_channels_last_and_tta_run_the_same_network():
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
     # TTA: validation logits are the mean over the image and its mirror image.
     seen = {}
-    fast.val_acc.update = lambda logits, y: seen.setdefault("logits", logits)
+    fast.val_scores.update = lambda logits, y: seen.setdefault("logits", logits)
     batch = (torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8), torch.arange(6))
     with torch.no_grad():
-        fast._eval_step(batch, None, fast.val_acc)
+        fast.validation_step(batch, 0)
         x = fast.prepare(batch[0], train=False)
         torch.testing.assert_close(seen["logits"], (plain(x) + plain(x.flip(-1))) / 2)
 
@@ -66,7 +67,7 @@ def test_channels_last_and_tta_run_the_same_network():
 def test_speed_options_train_on_cpu(fake_data_dir, tmp_path):
     s = train(
         [*FAST, "data=fashion_mnist", "model=speednet", "model.widths=[8,16]",
-         "model.channels_last=true", "model.tta=true", "data.resident=true",
+         "execution.channels_last=true", "execution.tta=true", "data.resident=true",
          "+trainer.precision=bf16-mixed"],
         tmp_path, fake_data_dir,
     )  # fmt: skip
@@ -86,10 +87,10 @@ def test_resident_data_moves_to_the_trainer_device_once(fake_data_dir):
 
 
 def test_run_options_are_checked(tmp_path):
-    from reglab.errors import ConfigError
+    from reglab.core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.tta"):
-        train([*FAST, "model.tta=maybe"], tmp_path)
+    with pytest.raises(ConfigError, match="execution.tta"):
+        train([*FAST, "execution.tta=maybe"], tmp_path)
 
 
 def test_speedrun_experiment_composes_and_runs(fake_data_dir, tmp_path):
@@ -105,7 +106,7 @@ def test_speedrun_experiment_composes_and_runs(fake_data_dir, tmp_path):
 def test_compiled_model_trains_like_the_eager_one(tmp_path):
     common = ["trainer.max_epochs=4", "callbacks=none", "logger=csv", "model.widths=[32]"]
     eager = train(common, tmp_path / "eager")
-    compiled = train([*common, "model.compile=true"], tmp_path / "compiled")
+    compiled = train([*common, "execution.compile=true"], tmp_path / "compiled")
     assert compiled["status"] == "ok" and compiled["test/acc"] > 0.5
     assert abs(compiled["test/acc"] - eager["test/acc"]) <= 0.02
 
@@ -136,60 +137,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 def test_cifar10_speedrun_runs_on_cpu_without_compile(fake_data_dir, tmp_path):
     s = train(
-        ["experiment=cifar10_speedrun", "debug=fast", "trainer=cpu", "model.compile=false",
+        ["experiment=cifar10_speedrun", "debug=fast", "trainer=cpu", "execution.compile=false",
          "model.widths=[8,16,16]", "data.val_fraction=0.1", "data.batch_size=32"],
         tmp_path, fake_data_dir,
     )  # fmt: skip
     assert s["status"] == "ok" and s["data"] == "cifar10" and s["model"] == "speednet"
-
-
-def test_index_batches_group_steps_without_changing_them():
-    split = Split(torch.randint(0, 256, (70, 1, 4, 4), dtype=torch.uint8), torch.arange(70) % 10)
-    single = list(IndexBatches(split, 8, shuffle=True, drop_last=True, seed=1))
-    grouped = list(IndexBatches(split, 8, shuffle=True, drop_last=True, seed=1, steps=3))
-    assert len(single) == 8 and [len(x) for x, _ in grouped] == [24, 24, 16]
-    assert len(IndexBatches(split, 8, shuffle=True, drop_last=True, steps=3)) == 3
-    torch.testing.assert_close(torch.cat([x for x, _ in grouped]), torch.cat([x for x, _ in single]))
-    torch.testing.assert_close(torch.cat([y for _, y in grouped]), torch.cat([y for _, y in single]))
-
-
-@pytest.mark.parametrize(
-    "extra",
-    [["optimizer.scheduler=cosine"], ["regularizer=[swa,max_norm]"], ["optimizer.scheduler=onecycle"]],
-)
-def test_steps_per_execution_trains_exactly_like_one_step_per_batch(tmp_path, extra):
-    """Same batches in the same order, one optimizer step each, schedulers (SWA's SWALR too)
-    stepped as Lightning steps them, technique after-step hooks after every step."""
-    common = ["trainer.max_epochs=3", "callbacks=none", "logger=csv", *extra]
-    one = train([*common, "trainer.steps_per_execution=1"], tmp_path / "one")
-    three = train([*common, "trainer.steps_per_execution=3"], tmp_path / "three")
-    assert one["global_step"] == three["global_step"] > 0
-    for key in ("test/acc", "train/loss", "val/acc", "weights/l2"):
-        assert three[key] == pytest.approx(one[key], rel=1e-5), key
-    assert [r["train/loss"] for r in three["history"]] == pytest.approx(
-        [r["train/loss"] for r in one["history"]], rel=1e-5
-    )
-
-
-@pytest.mark.parametrize(
-    "extra, match",
-    [
-        (["regularizer=[ema]"], "EMAWeightAveraging"),
-        (["regularizer=[gradient_clipping]"], "gradient clipping"),
-        (["+trainer.accumulate_grad_batches=2"], "accumulation"),
-        (["trainer.steps_per_execution=0"], "must be an integer >= 1"),
-    ],
-)
-def test_steps_per_execution_refuses_what_needs_every_batch(tmp_path, extra, match):
-    from reglab.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=match):
-        train([*FAST, "trainer.steps_per_execution=2", *extra], tmp_path)
-
-
-def test_steps_per_execution_on_the_command_line(tmp_path):
-    r = cli("reglab-train", *FAST, "trainer.steps_per_execution=4",
-            f"paths.log_dir={tmp_path}")  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    (m,) = tmp_path.glob("runs/*/metrics.json")
-    assert json.loads(m.read_text())["status"] == "ok"

@@ -1,0 +1,166 @@
+"""What every console script does before Hydra composes its config.
+
+- registers reglab's OmegaConf resolvers (the run folder's name);
+- loads ``.env`` (W&B settings) before composing, so configs may read ``oc.env``;
+- refuses ``group=option`` overrides naming an option with no YAML file, in one line;
+- rewrites keys that moved (``trainer.steps_per_execution`` -> ``execution.steps_per_execution``,
+  ...), printing the new name, so old commands keep working;
+- ``resume=true``: finds the newest earlier run of the same command and hands its folder to Hydra
+  as ``hydra.run.dir``, before Hydra creates a new folder; the run then picks up that folder's
+  ``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from reglab.core.config import run_name
+from reglab.core.errors import ConfigError, fail
+from reglab.core.paths import CONF_DIR, ROOT_DIR
+from reglab.training.loggers import load_env_file
+
+if not OmegaConf.has_resolver("reglab_root"):
+    OmegaConf.register_new_resolver("reglab_root", lambda: str(ROOT_DIR))
+    OmegaConf.register_new_resolver("reglab_run_name", lambda *, _root_: run_name(_root_))
+
+# Old key -> new key (or group). A command line with the old key runs with the new one.
+MOVED = {
+    "trainer.steps_per_execution": "execution.steps_per_execution",
+    "model.channels_last": "execution.channels_last",
+    "model.compile": "execution.compile",
+    "model.tta": "execution.tta",
+    "optimizer.scheduler": "scheduler",
+    "optimizer.pct_start": "scheduler.pct_start",
+}
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group: its YAML files, less ``_``-prefixed shared parts."""
+    return sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml") if not f.stem.startswith("_"))
+
+
+def _key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def task_overrides(argv: list[str]) -> list[str]:
+    """The task overrides of a command line: ``key=value`` words, not flags, not ``hydra.*``."""
+    return [
+        a
+        for a in argv
+        if "=" in a and not a.startswith("-") and not _key_of(a).startswith("hydra.")
+    ]
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Refuse ``group=option`` overrides naming an option with no YAML file, in one line.
+
+    Hydra refuses them too, but for a multi-select list (``regularizer=[l2,dropuot]``) its
+    message does not list the options. Sweep syntax (``a,b``) is split; functions such as
+    ``choice(...)`` or ``glob(*)`` are left to Hydra.
+    """
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = key.lstrip("+~")
+        if "/" in group or "." in group or group == "hydra" or not (CONF_DIR / group).is_dir():
+            continue
+        if any(c in value for c in "()*$"):
+            continue
+        available = options(group)
+        for name in value.replace("[", ",").replace("]", ",").split(","):
+            name = name.strip().strip("'\"")
+            if name and name != "null" and name not in available:
+                raise ConfigError(f"{group}={name} is not an option; choose from {available}")
+
+
+def moved_keys(argv: list[str]) -> list[str]:
+    """``argv`` with moved keys renamed; one line on stderr for each."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        bare = key.lstrip("+~")
+        if eq and bare in MOVED:
+            new = MOVED[bare]
+            print(f"reglab: note: {bare} is now {new}; running with {new}={value}", file=sys.stderr)
+            arg = f"{key[: len(key) - len(bare)]}{new}={value}"
+        out.append(arg)
+    return out
+
+
+# ----------------------------------------------------------------------------- resume=true
+
+
+def _same_command(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if _key_of(o) != "resume")
+
+
+def previous_run(overrides: list[str], runs_root: Path) -> Path | None:
+    """The newest folder under ``runs_root`` whose saved overrides equal ``overrides``
+    (``resume=...`` aside on both sides)."""
+    want, found = _same_command(overrides), []
+    for saved in Path(runs_root).glob("*/.hydra/overrides.yaml"):
+        try:
+            got = [str(o) for o in OmegaConf.load(saved)]
+        except Exception:  # noqa: BLE001 - an unreadable folder is not the run we look for
+            continue
+        if _same_command(got) == want:
+            found.append(saved)
+    newest = max(found, key=lambda p: p.stat().st_mtime, default=None)
+    return newest.parent.parent if newest is not None else None
+
+
+def runs_root_of(overrides: list[str]) -> Path | None:
+    """The folder that holds single runs for this command: the parent of ``hydra.run.dir``."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+            return Path(str(cfg.hydra.run.dir)).parent
+    except Exception:  # noqa: BLE001 - a bad override: let Hydra's own run report it
+        return None
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``argv`` plus ``hydra.run.dir=<previous run>`` when it asks for ``resume=true``."""
+    overrides = task_overrides(argv)
+    wants = any(_key_of(o) == "resume" and o.split("=", 1)[1].lower() == "true" for o in overrides)
+    multirun = "-m" in argv or "--multirun" in argv
+    explicit = any(_key_of(a) == "hydra.run.dir" for a in argv if "=" in a)
+    if not wants or multirun or explicit or any(a in argv for a in ("--help", "-h", "--cfg", "-c")):
+        return argv
+    root = runs_root_of(overrides)
+    if root is None:
+        return argv
+    folder = previous_run(overrides, root)
+    if folder is None:
+        print(
+            f"reglab: resume=true: no earlier run of this command under {root}; starting a new one",
+            file=sys.stderr,
+        )
+        return argv
+    print(f"reglab: resume=true: continuing {folder}", file=sys.stderr)
+    # Quoted for Hydra's override grammar, so any character in the folder name is safe.
+    return [*argv, f"hydra.run.dir='{folder}'"]
+
+
+def entry_point(main, resume: bool = False):
+    """Wrap a Hydra main: ``.env``, option and moved-key checks, and (``resume``) resume=true."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        load_env_file()
+        if not args and not kwargs:  # called as a console script: argv is the command line
+            sys.argv[1:] = moved_keys(sys.argv[1:])
+            try:
+                check_group_choices(task_overrides(sys.argv[1:]))
+            except ConfigError as e:
+                fail(str(e))
+            if resume:
+                sys.argv[1:] = resume_argv(sys.argv[1:])
+        return main(*args, **kwargs)
+
+    return wrapper

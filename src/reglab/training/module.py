@@ -1,0 +1,254 @@
+"""The LitModule: model + techniques -> loss; torchmetrics; weight statistics once per epoch.
+
+A training batch arrives as uint8 images on the device and goes:
+``/255 -> augmentation (train only) -> normalize -> technique batch hooks -> model -> loss +
+penalties``. Validation and test batches go ``/255 -> normalize -> model`` (``predict_logits``),
+the one prediction path that ``trainer.test``, ``reglab-eval`` and ensembles share.
+
+Techniques act only through their hooks (``reglab.regularizers.Technique``); the optimizer and
+scheduler are ``_partial_`` configs (``reglab.training.optim``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MaxMetric, MeanMetric
+
+from reglab import models
+from reglab.augment import Pipeline
+from reglab.core import checks, names
+from reglab.core.errors import ConfigError, DivergenceError
+from reglab.regularizers import Technique
+from reglab.training.metrics import Scores, TrainSums, weight_stats
+from reglab.training.optim import build_optimizer, build_scheduler, check_optimizer
+from reglab.training.speed import FastSetattr
+
+EXECUTION_KEYS = ("channels_last", "compile", "tta")  # checkpoints before 0.2 kept them in model
+
+
+def instantiate_named(cfg: Mapping | None, group: str) -> dict:
+    """Instantiate every ``name: {_target_: ...}`` entry of a multi-select group."""
+    out = {}
+    for name, sub in (cfg or {}).items():
+        if sub is None:
+            continue
+        try:
+            out[name] = instantiate(sub)
+        except Exception as e:  # hydra wraps constructor errors; surface ours as they are
+            cause = e
+            while cause.__cause__ is not None and not isinstance(cause, ConfigError):
+                cause = cause.__cause__
+            raise ConfigError(f"{group}={name}: {cause if isinstance(cause, ConfigError) else e}") from e
+    return out
+
+
+class Classifier(FastSetattr, pl.LightningModule):
+    def __init__(
+        self,
+        model: Mapping,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        regularizer: Mapping | None = None,
+        augmentation: Mapping | None = None,
+        data: Mapping | None = None,  # kept in the checkpoint so reglab-eval can rebuild the data
+        execution: Mapping | None = None,
+    ):
+        super().__init__()
+        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        self.techniques: dict[str, Technique] = instantiate_named(regularizer, "regularizer")
+        for t in self.techniques.values():
+            if t.num_classes is None:  # unless the config set it; mixing hooks build soft targets
+                t.num_classes = num_classes
+        self.augment = Pipeline(
+            instantiate_named(augmentation, "augmentation"),
+            data=(data or {}).get("name"),  # dataset-aware checks, e.g. flips on digits
+            input_shape=input_shape,
+        )
+
+        model = dict(model)
+        execution = {**{k: model.pop(k) for k in EXECUTION_KEYS if k in model}, **(execution or {})}
+        self.channels_last = checks.flag("execution.channels_last", execution.get("channels_last", False))
+        self.tta = checks.flag("execution.tta", execution.get("tta", False))
+        for t in self.techniques.values():
+            model = t.model_kwargs(model)
+        self.model = models.build(model, input_shape, num_classes)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if checks.flag("execution.compile", execution.get("compile", False)):
+            self.model.compile()  # in place: parameter names and checkpoints stay the same
+
+        self.loss_kwargs: dict = {}
+        for t in self.techniques.values():
+            self.loss_kwargs = t.loss_kwargs(self.loss_kwargs)
+        if optimizer is not None:
+            check_optimizer(optimizer)
+
+        # (x / 255 - mean) / std as one fused multiply-add: ~4x faster on the CPU.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("scale", 1.0 / (255.0 * self.std), persistent=False)
+        self.register_buffer("shift", -self.mean / self.std, persistent=False)
+
+        self.val_scores = Scores(num_classes, "val")
+        self.test_scores = Scores(num_classes, "test", calibration=True)
+        self.train_eval_scores = Scores(num_classes, "train_eval")
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
+        self.sums = TrainSums()
+        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
+        self.history: list[dict] = []  # one row per epoch, for curves in the report
+
+    # ------------------------------------------------------------------ the data path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 batch -> float, augmented (train only), normalized."""
+        if len(self.augment) == 0:
+            return x.float().mul_(self.scale).add_(self.shift)
+        x = self.augment.apply(x.float().div_(255.0), train, after_normalize=False)
+        return self.augment.apply((x - self.mean) / self.std, train, after_normalize=True)
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits of a uint8 batch; with ``execution.tta`` the mean over the image and
+        its mirror image."""
+        x = self.prepare(x, train=False)
+        logits = self(x)
+        return (logits + self(x.flip(-1))) / 2 if self.tta else logits
+
+    def on_fit_start(self) -> None:
+        if self.augment.needs_fit():
+            x = self.trainer.datamodule.train.images.to(self.device).float().div_(255.0)
+            self.augment.fit(x, (x - self.mean) / self.std)
+
+    def training_step(self, batch, batch_idx):
+        return self.step_loss(*batch)
+
+    def step_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(x, train=True)
+        for t in self.techniques.values():
+            x, y = t.batch(x, y)
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, **self.loss_kwargs)
+        total = loss
+        for t in self.techniques.values():
+            p = t.penalty(self.model)
+            if p is not None:
+                total = total + p
+        self.sums.add(loss, logits, y if y.ndim == 1 else y.argmax(1))
+        return total
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        if loss is not None:
+            # Reading a value off an accelerator waits for it: there, a non-finite loss sets a
+            # flag on the device that is read every 16 steps. On the CPU one .item() is cheaper.
+            if loss.device.type == "cpu":
+                if not math.isfinite(loss.item()):
+                    self.sums.nonfinite.fill_(True)
+                    self.check_finite(loss)
+            else:
+                self.sums.nonfinite.logical_or_(~torch.isfinite(loss.detach()))
+                if batch_idx % 16 == 15:
+                    self.check_finite(loss)
+        if self.automatic_optimization:  # the optimizer has stepped by now
+            self.after_step()
+
+    def after_step(self) -> None:
+        for t in self.techniques.values():
+            t.after_step(self.model)
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if self.sums.nonfinite is not None and self.sums.nonfinite:
+            raise DivergenceError(
+                f"loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                "lower optimizer.lr or the penalty strength",
+                step=self.global_step,
+            )
+
+    def validation_step(self, batch, batch_idx):
+        self.val_scores.update(self.predict_logits(batch[0]), batch[1])
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        scores = self.test_scores if dataloader_idx == 0 else self.train_eval_scores
+        scores.update(self.predict_logits(batch[0]), batch[1])
+
+    # ------------------------------------------------------------------ epoch-level logging
+
+    def on_train_epoch_end(self) -> None:
+        s = self.sums
+        self.check_finite(s.loss)
+        if s.seen:  # weighted means, which torchmetrics reduces across DDP ranks
+            self.train_loss.update(s.loss / s.seen, weight=s.seen)
+            self.train_acc.update(s.correct / s.seen, weight=s.seen)
+        s.reset(self.device)
+        row = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
+        self.train_loss.reset(), self.train_acc.reset()
+        row.update(weight_stats(self.model))
+        self.log_dict(row, prog_bar=False)
+        self._history_row(row)
+
+    def on_validation_epoch_end(self) -> None:
+        row = self.val_scores.compute()
+        self.val_scores.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(row[names.VAL_ACC])
+        row[names.VAL_ACC_BEST] = self.val_acc_best.compute()
+        self.log_dict(row, prog_bar=True)
+        self._history_row(row)
+
+    def _history_row(self, row: dict) -> None:
+        epoch = self.current_epoch
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history.append({"epoch": epoch})
+        self.history[-1].update({k: float(v) for k, v in row.items()})
+
+    def on_test_epoch_end(self) -> None:
+        row = self.test_scores.compute()
+        if self.train_eval_scores.seen:
+            row.update(self.train_eval_scores.compute())
+            row[names.GAP_ACC] = row["train_eval/acc"] - row[names.TEST_ACC]
+        row.update(weight_stats(self.model))
+        self.test_scores.reset(), self.train_eval_scores.reset()
+        self.log_dict(row)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Testing the best checkpoint of this run must not cut its history back to that epoch.
+        if self._trainer is not None and self.trainer.state.fn != "fit" and self.history:
+            return
+        self.history = list(checkpoint.get("history", []))
+
+    # ------------------------------------------------------------------ optimization
+
+    def optimizer_steps(self) -> int:
+        """Optimizer steps of the whole run, for schedules measured in steps."""
+        return int(self.trainer.estimated_stepping_batches)
+
+    def configure_optimizers(self):
+        cfg = dict(self.hparams.optimizer or {})
+        for t in self.techniques.values():
+            cfg = t.optimizer_kwargs(cfg)
+        opt = build_optimizer(cfg, self.model)
+        if not self.hparams.scheduler:
+            return opt
+        epochs = max(self.trainer.max_epochs or 0, 1)  # -1 (no limit): an epoch schedule's unit
+        sched = build_scheduler(self.hparams.scheduler, opt, self.optimizer_steps(), epochs)
+        return {"optimizer": opt, "lr_scheduler": sched}
