@@ -23,7 +23,7 @@ from omegaconf import DictConfig  # noqa: E402
 import reglab.compare  # noqa: E402, F401  (registers the `technique` config group)
 from reglab.cli import entry_point  # noqa: E402
 from reglab.core import checks  # noqa: E402
-from reglab.core.config import run_name, techniques_of  # noqa: E402
+from reglab.core.config import run_name, techniques_of, to_plain  # noqa: E402
 from reglab.core.errors import ConfigError, ReglabError, fail  # noqa: E402
 from reglab.core.io import write_json_atomic  # noqa: E402
 from reglab.core.names import TEST_ACC, VAL_ACC_BEST  # noqa: E402
@@ -102,6 +102,7 @@ def describe(cfg: DictConfig) -> dict:
         "data": cfg.data.get("name"),
         "model": cfg.model.get("name"),
         "fold": cfg.data.get("fold") if cfg.data.get("num_folds") else None,
+        "protocol": to_plain(cfg.get("protocol")),  # stage, technique, trial of a comparison
     }
 
 

@@ -33,13 +33,14 @@ EXECUTION_KEYS = ("channels_last", "compile", "tta")  # checkpoints before 0.2 k
 
 
 def instantiate_named(cfg: Mapping | None, group: str) -> dict:
-    """Instantiate every ``name: {_target_: ...}`` entry of a multi-select group."""
+    """Instantiate every ``name: {_target_: ...}`` entry of a multi-select group; a technique's
+    search space (``_search_``, read by the tuning protocol) is no constructor argument."""
     out = {}
     for name, sub in (cfg or {}).items():
         if sub is None:
             continue
         try:
-            out[name] = instantiate(sub)
+            out[name] = instantiate({k: v for k, v in sub.items() if k != "_search_"})
         except Exception as e:  # hydra wraps constructor errors; surface ours as they are
             cause = e
             while cause.__cause__ is not None and not isinstance(cause, ConfigError):
