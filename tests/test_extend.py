@@ -5,6 +5,7 @@ path instead of conf/, so that parallel tests never see them; a user puts them i
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +27,7 @@ def with_files(tmp_path, files: dict[str, str]) -> list[str]:
 # ----------------------------------------------------------------------------- a technique
 
 
-class OutputNormPenalty(Technique):
+class LastLayerL2(Technique):
     """Recipe technique: ``strength * sum(w^2)`` of the last layer's weights, through the
     ``penalty`` hook."""
 
@@ -36,19 +37,19 @@ class OutputNormPenalty(Technique):
         self.strength = strength
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        OutputNormPenalty.calls += 1
+        LastLayerL2.calls += 1
         last = [p for p in model.parameters() if p.ndim >= 2][-1]
         return self.strength * last.pow(2).sum()
 
 
 def test_recipe_technique(tmp_path):
     extra = with_files(tmp_path, {"regularizer/last_layer_l2.yaml": (
-        "last_layer_l2:\n  _target_: tests.test_extend.OutputNormPenalty\n  strength: 1.0\n")})
+        "last_layer_l2:\n  _target_: tests.test_extend.LastLayerL2\n  strength: 1.0\n")})
     base = train([*RUN, *extra], tmp_path / "base")
-    OutputNormPenalty.calls = 0
+    LastLayerL2.calls = 0
     s = train([*RUN, *extra, "regularizer=[last_layer_l2]"], tmp_path / "tech")
     assert s["techniques"]["regularizer"] == ["last_layer_l2"] and s["name"] == "last_layer_l2"
-    assert OutputNormPenalty.calls == s["global_step"] > 0  # once per training step
+    assert LastLayerL2.calls == s["global_step"] > 0  # once per training step
     assert s["weights/l2"] < base["weights/l2"]  # it acted on the weights
 
 
@@ -88,3 +89,25 @@ def test_recipe_optimizer(tmp_path):
     assert isinstance(opt, torch.optim.RMSprop)
     assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]  # not on biases
     assert trainer.callback_metrics["val/acc"] > 0.3
+
+
+# ----------------------------------------------------------------------------- a dataset
+
+
+def test_recipe_dataset_from_a_folder_of_images(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for split, n in (("train", 40), ("test", 12)):
+        for label, row in (("bar_top", 2), ("bar_bottom", 9)):
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 40, (12, 12), dtype=np.uint8)
+                pixels[row : row + 2] = 250
+                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    extra = with_files(tmp_path, {"data/shapes.yaml": (
+        f"defaults: [_base, _self_]\nname: shapes\nimage_folder: {root}\nbatch_size: 16\n")})
+    s = train([*RUN, *extra, "data=shapes", "trainer.max_epochs=5"], tmp_path / "run")
+    assert s["status"] == "ok" and s["data"] == "shapes"
+    assert s["test/acc"] > 0.9  # two classes a bar apart: learned, not guessed
