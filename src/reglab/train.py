@@ -13,24 +13,24 @@ from pathlib import Path
 # threads wait for: 10x slower steps were measured here. OMP_WAIT_POLICY=active restores it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import hydra  # noqa: E402
-import psutil  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+import psutil
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-import reglab.compare  # noqa: E402, F401  (registers the `technique` config group)
-from reglab.cli import entry_point  # noqa: E402
-from reglab.core import checks  # noqa: E402
-from reglab.core.config import run_name, techniques_of, to_plain  # noqa: E402
-from reglab.core.errors import ConfigError, ReglabError, fail  # noqa: E402
-from reglab.core.io import write_json_atomic  # noqa: E402
-from reglab.core.names import TEST_ACC, VAL_ACC_BEST  # noqa: E402
-from reglab.core.paths import CONF_DIR  # noqa: E402
-from reglab.training.assemble import build, build_trainer  # noqa: E402
-from reglab.training.checkpoint import check_compatible, load_checkpoint  # noqa: E402
-from reglab.training.loggers import finish_failed, finish_wandb  # noqa: E402
+import reglab.compare  # noqa: F401  (registers the `technique` config group)
+from reglab.cli import entry_point
+from reglab.core import checks
+from reglab.core.config import run_name, techniques_of, to_plain
+from reglab.core.errors import ConfigError, ReglabError, fail
+from reglab.core.io import write_json_atomic
+from reglab.core.names import TEST_ACC, VAL_ACC_BEST
+from reglab.core.paths import CONF_DIR
+from reglab.training.assemble import build, build_trainer
+from reglab.training.checkpoint import check_compatible, load_checkpoint
+from reglab.training.loggers import finish_failed, finish_wandb
 
 
 def check_config(cfg: DictConfig) -> None:
