@@ -15,8 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reglab-report",
         description="Summarize a sweep folder: one row per technique (mean ± std over seeds or "
-        "folds), Δ test accuracy vs the baseline with a 95%% CI and Welch's t-test; writes "
-        "report.md, results.csv, runs.csv and PNG plots into the folder.",
+        "folds), Δ test accuracy vs the baseline with a 95%% CI (paired by seed, else Welch), "
+        "Holm-adjusted p-values, P(better) and a rank; for a comparison protocol also the tuned "
+        "values, strength-response curves and the best combination. Writes report.md, "
+        "results.csv, runs.csv (tuning.csv) and PNG plots into the folder.",
     )
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (logs/sweeps/<date>_<time>)")
     parser.add_argument("--ensemble", action="store_true",

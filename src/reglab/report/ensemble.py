@@ -15,7 +15,7 @@ import pandas as pd
 
 from reglab.core.io import write_json_atomic
 from reglab.core.names import TEST_ACC, TEST_ECE
-from reglab.report.runs import load_runs
+from reglab.report.runs import compared, load_runs
 
 ENSEMBLE_FILE = "ensemble.json"
 # Columns of load_ensemble's table that the renderers show.
@@ -43,7 +43,7 @@ def write_ensemble(sweep_dir: str | Path) -> list[dict]:
     from reglab.eval import evaluate
 
     sweep_dir = Path(sweep_dir)
-    runs = load_runs(sweep_dir)
+    runs = compared(load_runs(sweep_dir))  # a protocol's tuning trials are no members
     entries = []
     for (setting, technique), group in runs[runs["status"] == "ok"].groupby(
         ["setting", "technique"], sort=False
