@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
-from reglab.cli import check_group_choices, previous_run, resume_argv
+from reglab.cli import check_group_choices, previous_run, resume_argv, runs_root_of
 from reglab.core.errors import ConfigError, DataError
 from reglab.core.paths import ROOT_DIR
+from reglab.training.assemble import FIT_METRICS
 from reglab.training.checkpoint import SafeCheckpointIO, load_checkpoint
 from reglab.training.loggers import load_env_file
 
@@ -95,6 +97,22 @@ BAD = [
     (["trainer.max_epochs=ten"], "trainer.max_epochs='ten' must be an integer > 0"),
     (["seed=1.5"], "seed=1.5 must be an integer"),
     (["ckpt_path=/no/such/file.ckpt"], "ckpt_path=/no/such/file.ckpt: no such file"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0 must be an integer > 0"),
+    # Batch norm's training statistics need two examples; Lightning's traceback named neither.
+    (["model=resnet18", "data.batch_size=1"], "data.batch_size=1: model=resnet18 has batch norm"),
+    (["regularizer=batch_norm", "data.batch_size=1"], "data.batch_size=1: model=mlp has batch norm"),
+    # Techniques that cannot act at these settings: SWA would test untrained weights.
+    (["regularizer=[swa]", "trainer.max_epochs=1"],
+     "regularizer=[swa] with trainer.max_epochs=1 would test the untrained initial weights"),
+    (["regularizer=[swa]", "trainer.max_epochs=4", "regularizer.swa.epoch_start=1"],
+     "regularizer.swa.epoch_start=1 makes SWA average the untrained initial weights in"),
+    (["regularizer=[swa]", "trainer.max_epochs=3", "regularizer.swa.epoch_start=5"],
+     "regularizer.swa.epoch_start=5 is past the last epoch of trainer.max_epochs=3"),
+    (["regularizer=[swa]", "trainer.max_epochs=-1", "+trainer.max_steps=50"],
+     "regularizer.swa.epoch_start=0.8 is a fraction of trainer.max_epochs"),
+    # A monitor no metric answers: Lightning stopped with a traceback after the first epoch.
+    (["regularizer=early_stopping", "regularizer.early_stopping.monitor=val/accuracy"],
+     "regularizer.early_stopping.monitor=val/accuracy is not a metric a run logs"),
 ]  # fmt: skip
 
 
@@ -104,6 +122,85 @@ def test_bad_input_is_refused_before_training(overrides, message, tmp_path, no_f
         train(["trainer.max_epochs=2", "callbacks=none", "logger=csv", *overrides], tmp_path)
     text = str(e.value)
     assert message in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [(["callbacks.model_checkpoint.monitor=val/accuracy"],
+      "callbacks.model_checkpoint.monitor=val/accuracy is not a metric a run logs; choose from"),
+     (["callbacks.mid_epoch_checkpoint.every_n_train_steps=10"],
+      "callbacks.mid_epoch_checkpoint: every_n_train_steps=10 and train_time_interval=0:05:00 "
+      "are both set"),
+     (["callbacks.model_checkpoint.mode=maximum"], "callbacks.model_checkpoint: "),
+     (["+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping",
+       "+callbacks.early_stopping.monitor=train/accuracy"],
+      "callbacks.early_stopping.monitor=train/accuracy is not a metric")],
+)  # fmt: skip
+def test_bad_callback_settings_name_the_key(overrides, message, tmp_path, no_fit):
+    with pytest.raises(ConfigError) as e:
+        train(["trainer.max_epochs=2", "callbacks=model_checkpoint", "logger=csv", *overrides],
+              tmp_path)  # fmt: skip
+    text = str(e.value)
+    assert message in text and "\n" not in text, text
+
+
+def test_metrics_a_callback_may_monitor_are_the_ones_a_run_logs(digits_ckpt):
+    # If the Classifier logs a new metric while fitting, FIT_METRICS must name it, or a valid
+    # monitor would be refused; if it stops logging one, a monitor would fail after an epoch.
+    history = torch.load(digits_ckpt, weights_only=True)["history"]
+    assert set(FIT_METRICS) == set(history[0]) - {"epoch"}
+
+
+@pytest.mark.parametrize(
+    "probe,message",
+    [(["model=resnet18", "data.batch_size=1"], "data.batch_size=1: model=resnet18 has batch norm"),
+     (["data.eval_batch_size=0"], "data.eval_batch_size=0 must be an integer > 0"),
+     (["regularizer=[swa]", "trainer.max_epochs=1"], "regularizer=[swa] with trainer.max_epochs=1")],
+)  # fmt: skip
+def test_cli_probes_of_the_issue_are_one_line(probe, message, tmp_path):
+    """The bad inputs found by trying reglab as a new user: one line and exit 2, no traceback."""
+    r = cli("reglab-train", *probe, f"paths.log_dir={tmp_path}")
+    assert_one_line_error(r, message)
+
+
+def _trainer_warnings(overrides: list[str], tmp_path: Path, capsys) -> list[str]:
+    """The ``reglab: warning:`` lines of building a run's Trainer (nothing is trained)."""
+    from reglab.training.assemble import build, build_trainer
+
+    from .conftest import compose_cfg
+
+    cfg = compose_cfg(["logger=csv", *overrides], tmp_path)
+    capsys.readouterr()
+    build_trainer(cfg, *build(cfg))
+    err = capsys.readouterr().err
+    return [line for line in err.splitlines() if line.startswith("reglab: warning:")]
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [(["regularizer=early_stopping", "regularizer.early_stopping.patience=5",
+       "trainer.max_epochs=5"],
+      "regularizer.early_stopping.patience=5 with trainer.max_epochs=5: early stopping cannot "
+      "end the run early"),
+     (["regularizer=early_stopping", "regularizer.early_stopping.patience=2",
+       "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=2"],
+      "regularizer.early_stopping.patience=2 with trainer.max_epochs=6"),
+     (["callbacks=[default,early_stopping]", "trainer.max_epochs=4"],
+      "callbacks.early_stopping.patience=5 with trainer.max_epochs=4"),
+     (["regularizer=[swa,early_stopping]", "trainer.max_epochs=10"],
+      "regularizer.swa with regularizer.early_stopping: if early stopping ends the run"),
+     (["regularizer=early_stopping", "regularizer.early_stopping.patience=2",
+       "trainer.max_epochs=4"], None),
+     (["regularizer=[swa]", "trainer.max_epochs=3"], None)],
+    ids=["patience>=epochs", "val-every-2", "callback", "swa+early_stopping", "fine", "swa-fine"],
+)  # fmt: skip
+def test_techniques_that_cannot_act_warn_in_one_line(overrides, expected, tmp_path, capsys):
+    lines = _trainer_warnings(["callbacks=none", *overrides], tmp_path, capsys)
+    if expected is None:
+        assert lines == []
+    else:
+        (line,) = lines
+        assert expected in line, line
 
 
 def test_cli_bad_value_is_one_line_and_exit_2(tmp_path):
@@ -328,6 +425,63 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["epochs_trained"] == 4 and len(resumed["history"]) == 4
     assert stable(resumed) == stable(json.loads(json.dumps(reference)))
+
+
+# ----------------------------------------------------------------------------- no lost runs
+
+
+def test_new_dir_gives_each_of_many_processes_a_folder_of_its_own(tmp_path):
+    base = str(tmp_path / "runs" / "2026-01-01_00-00-00_baseline")
+    claim = f"from reglab.core.io import make_new_dir; print(make_new_dir({base!r}))"
+    procs = [subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]  # fmt: skip
+    got = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert got == sorted([base, f"{base}_2", f"{base}_3", f"{base}_4"])
+    made = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert made == sorted(Path(g).name for g in got)
+
+
+def test_run_and_sweep_folders_are_made_once_per_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reglab.core.paths import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+    first, again = str(cfg.hydra.run.dir), str(cfg.hydra.run.dir)
+    assert first == again and Path(first).is_dir()  # resolved twice, made once
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(first).name]
+    sweep = str(cfg.hydra.sweep.dir)
+    assert sweep == str(cfg.hydra.sweep.dir) and Path(sweep).parent == tmp_path / "sweeps"
+    # resume=true composes the command only to find the runs folder: it makes none.
+    assert runs_root_of([f"paths.log_dir={tmp_path / 'other'}"]) == tmp_path / "other" / "runs"
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_both_finish_in_folders_of_their_own(tmp_path):
+    # Started in the same second, the two once got one folder: a CSV-logger traceback and a
+    # single metrics.json were left. The default folder name holds the second; here both ask
+    # for one name outright, so they always collide (the default goes through the same
+    # reglab_new_dir: test_run_and_sweep_folders_are_made_once_per_config).
+    name = "${reglab_new_dir:${paths.log_dir}/runs/same_second_baseline}"
+    procs = [_popen_train("trainer.max_epochs=3", f"seed={seed}", "callbacks=model_checkpoint",
+                          "logger=csv", "num_threads=1", f"paths.log_dir={tmp_path}",
+                          f"hydra.run.dir='{name}'")
+             for seed in (1, 2)]  # fmt: skip
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["same_second_baseline", "same_second_baseline_2"]
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    assert sorted(m["seed"] for m in metrics) == [1, 2]
+    for run, m in zip(runs, metrics, strict=True):
+        assert m["status"] == "ok" and m["epochs_trained"] == 3
+        assert Path(m["best_checkpoint"]).parent == run / "checkpoints"
+        seed = OmegaConf.load(run / ".hydra" / "config.yaml").seed
+        assert seed == m["seed"]  # each folder holds one run's files only
 
 
 # ----------------------------------------------------------------------------- secrets

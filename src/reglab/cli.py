@@ -1,6 +1,7 @@
 """What every console script does before Hydra composes its config.
 
-- registers reglab's OmegaConf resolvers (the run folder's name);
+- registers reglab's OmegaConf resolvers (the run folder's name; ``reglab_new_dir``, which makes
+  each run or sweep folder, so that two started in the same second never share one);
 - loads ``.env`` (W&B settings) before composing, so configs may read ``oc.env``;
 - refuses ``group=option`` overrides naming an option with no YAML file, in one line;
 - rewrites keys that moved (``trainer.steps_per_execution`` -> ``execution.steps_per_execution``,
@@ -21,12 +22,26 @@ from omegaconf import OmegaConf
 
 from reglab.core.config import run_name
 from reglab.core.errors import ConfigError, fail
+from reglab.core.io import make_new_dir
 from reglab.core.paths import CONF_DIR, ROOT_DIR
 from reglab.training.loggers import load_env_file
+
+# False while resume=true looks for the runs folder: composing then must not make a folder.
+_MAKE_FOLDERS = True
+
+
+def new_dir(path: str) -> str:
+    """The ``reglab_new_dir`` resolver: ``reglab.core.io.make_new_dir``, except while
+    resume=true composes the command only to find its runs folder. Registered with
+    ``use_cache``: a config resolves it once, and Hydra hands that value to every job of a sweep
+    (also to SLURM jobs and their requeued attempts, which unpickle the config with its cache)."""
+    return make_new_dir(path) if _MAKE_FOLDERS else str(path)
+
 
 if not OmegaConf.has_resolver("reglab_root"):
     OmegaConf.register_new_resolver("reglab_root", lambda: str(ROOT_DIR))
     OmegaConf.register_new_resolver("reglab_run_name", lambda *, _root_: run_name(_root_))
+    OmegaConf.register_new_resolver("reglab_new_dir", new_dir, use_cache=True)
 
 # Old key -> new key (or group). A command line with the old key runs with the new one.
 MOVED = {
@@ -116,12 +131,16 @@ def previous_run(overrides: list[str], runs_root: Path) -> Path | None:
 
 def runs_root_of(overrides: list[str]) -> Path | None:
     """The folder that holds single runs for this command: the parent of ``hydra.run.dir``."""
+    global _MAKE_FOLDERS
+    _MAKE_FOLDERS = False
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
             return Path(str(cfg.hydra.run.dir)).parent
     except Exception:  # noqa: BLE001 - a bad override: let Hydra's own run report it
         return None
+    finally:
+        _MAKE_FOLDERS = True
 
 
 def resume_argv(argv: list[str]) -> list[str]:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from reglab.core import checks
-from reglab.core.errors import ConfigError
+from reglab.core.errors import ConfigError, warn
 
 
 class Technique:
@@ -351,6 +351,32 @@ class EarlyStopping(Technique):
             )
         ]
 
+    def trainer_kwargs(self, kwargs: dict) -> dict:
+        note = cannot_stop_early("regularizer.early_stopping.patience", self.patience, kwargs)
+        if note:
+            warn(note)
+        return kwargs
+
+
+def cannot_stop_early(key: str, patience: int, trainer_kwargs: dict) -> str | None:
+    """Why early stopping with ``patience`` can never end a run before its last epoch, or None.
+
+    The first validation sets the best value; ``patience`` more without a gain stop the run, and
+    not before ``trainer.min_epochs``. Also read for ``callbacks=[..., early_stopping]``.
+    """
+    max_epochs = trainer_kwargs.get("max_epochs")
+    if trainer_kwargs.get("fast_dev_run") or not isinstance(max_epochs, int) or max_epochs < 1:
+        return None
+    every = trainer_kwargs.get("check_val_every_n_epoch") or 1
+    earliest = max((patience + 1) * every, trainer_kwargs.get("min_epochs") or 0)
+    if earliest < max_epochs:
+        return None
+    return (
+        f"{key}={patience} with trainer.max_epochs={max_epochs}: early stopping cannot end the run "
+        f"early (the first validation sets the best, then {patience} without a gain: {earliest} "
+        f"epochs at the least); lower the patience or raise trainer.max_epochs"
+    )
+
 
 class SWA(Technique):
     """Stochastic weight averaging (Lightning's callback): from ``epoch_start`` on, the learning
@@ -379,6 +405,54 @@ class SWA(Technique):
                 device=None,  # keep the average on the training device
             )
         ]
+
+    def first_epoch(self, max_epochs: int) -> int:
+        """The 0-based epoch whose starting weights Lightning averages first (its own rule)."""
+        start = self.epoch_start
+        if isinstance(start, float):
+            start = int(max_epochs * start)
+        return max(start - 1, 0)
+
+    def trainer_kwargs(self, kwargs: dict) -> dict:
+        """Refuse settings under which the averaged weights the test uses are not trained ones.
+
+        Lightning averages the weights held at the start of epochs ``first_epoch`` to the last.
+        From epoch 0 that includes the untrained initial weights (with ``max_epochs=1`` it is
+        nothing else); a start past the last epoch never averages, and Lightning then puts the
+        initial weights in place all the same.
+        """
+        max_epochs, key = kwargs.get("max_epochs"), "regularizer.swa.epoch_start"
+        if kwargs.get("fast_dev_run"):
+            return kwargs
+        if not isinstance(max_epochs, int) or max_epochs < 1:
+            if isinstance(self.epoch_start, float):
+                raise ConfigError(
+                    f"{key}={self.epoch_start} is a fraction of trainer.max_epochs, which sets no "
+                    f"limit here ({max_epochs}): give an epoch number >= 2"
+                )
+            return kwargs
+        first = self.first_epoch(max_epochs)
+        if 1 <= first <= max_epochs - 1:
+            return kwargs
+        if max_epochs < 3 and first == 0:
+            raise ConfigError(
+                f"regularizer=[swa] with trainer.max_epochs={max_epochs} would test the untrained "
+                "initial weights (SWA averages the weights held at the start of each epoch from "
+                f"{key}={self.epoch_start} on, the first before any training): use "
+                "trainer.max_epochs >= 3"
+            )
+        if first == 0:
+            raise ConfigError(
+                f"{key}={self.epoch_start} makes SWA average the untrained initial weights in "
+                f"with the trained ones (trainer.max_epochs={max_epochs}; Lightning averages the "
+                f"weights held at the start of each epoch from there on): set {key} to an epoch "
+                f"in [2, {max_epochs}] or a fraction >= {math.ceil(200 / max_epochs) / 100}"
+            )
+        raise ConfigError(
+            f"{key}={self.epoch_start} is past the last epoch of trainer.max_epochs={max_epochs}: "
+            "SWA never averages, and Lightning then puts the untrained initial weights in place "
+            f"for the test; set {key} to an epoch in [2, {max_epochs}]"
+        )
 
 
 class EMA(Technique):

@@ -72,6 +72,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> tuple[dict, pl.Trainer]:
         check_compatible(load_checkpoint(ckpt_path, bool(cfg.get("trust_checkpoint"))), model, ckpt_path)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if model.history:  # resumed after its last epoch, fit ran nothing: the values it had logged
+        fit_metrics = {**{k: v for k, v in model.history[-1].items() if k != "epoch"}, **fit_metrics}
 
     final_weights = any(t.final_weights for t in model.techniques.values())
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""

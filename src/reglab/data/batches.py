@@ -45,10 +45,15 @@ class IndexBatches:
         self.steps = steps
         self.drop_last, self.seed, self.rank, self.world_size = drop_last, seed, rank, world_size
         self.epoch = 0
+        self._served = 0  # items handed out by the running iteration (of epoch ``_served_epoch``)
+        self._served_epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, items of it a resumed run has done)
 
     # The order of epoch e is a function of (seed, e) only. Lightning calls
     # ``loader.sampler.set_epoch(e)`` before every epoch, resumed runs included, so a run
-    # restarted from a checkpoint sees the same batches as one that never stopped.
+    # restarted from a checkpoint sees the same batches as one that never stopped. A checkpoint
+    # taken inside an epoch also holds ``state_dict()`` (Lightning saves it for loaders that
+    # have one); loading it makes the next iteration go on with that epoch's remaining batches.
     batch_sampler = None  # what Lightning's DataLoader checks look for next to ``sampler``
 
     @property
@@ -79,15 +84,31 @@ class IndexBatches:
     def __len__(self) -> int:
         return -(-self.num_steps // self.steps)
 
+    def state_dict(self) -> dict:
+        """Where the running iteration stands: its epoch and the items handed out so far."""
+        return {"epoch": self._served_epoch, "served": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the next iteration epoch ``state["epoch"]`` less its first ``served`` items."""
+        self.epoch = int(state["epoch"])
+        self._resume = (self.epoch, int(state["served"]))
+
     def __iter__(self):
         images, labels = self.split.images, self.split.labels
+        # Runs at the first batch (a generator), so after Lightning's set_epoch for that epoch.
         # On the images' device (data.resident=true keeps them on the GPU): indices move once.
         idx = self._indices().to(images.device)
+        resume, self._resume = self._resume, None
+        skip = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        self._served_epoch, self._served = self.epoch, 0
         self.epoch += 1
         stop, chunk = self.num_steps * self.batch_size, self.batch_size * self.steps
-        for start in range(0, stop, chunk):
+        for item, start in enumerate(range(0, stop, chunk)):
             b = idx[start : min(start + chunk, stop)]
             if len(b) == 0:
                 break
+            self._served = item + 1
+            if item < skip:
+                continue
             # index_select: ~6x faster than images[b] (advanced indexing) on (N, C, H, W) uint8.
             yield images.index_select(0, b), labels.index_select(0, b)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reglab.core.io import atomic_path, write_text_atomic
 from reglab.report.ensemble import load_ensemble
 from reglab.report.plots import plot_all
 from reglab.report.render import Report, markdown, print_report
@@ -55,12 +56,15 @@ def write_report(sweep_dir: str | Path, quiet: bool = False) -> Report:
                     note=sweep_note(sweep_dir), tuning=tuned,
                     cocktail=cocktail_vs_best(runs, summary, protocol), protocol=protocol)  # fmt: skip
     report.files += plot_all(runs, summary, sweep_dir, tuned, protocol)
-    summary.to_csv(sweep_dir / "results.csv", index=False)
-    _runs_csv(runs).to_csv(sweep_dir / "runs.csv", index=False)
+    with atomic_path(sweep_dir / "results.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    with atomic_path(sweep_dir / "runs.csv") as tmp:
+        _runs_csv(runs).to_csv(tmp, index=False)
     if len(tuned):
-        tuned.drop(columns=list(NOT_IN_TUNING_CSV)).to_csv(sweep_dir / "tuning.csv", index=False)
+        with atomic_path(sweep_dir / "tuning.csv") as tmp:
+            tuned.drop(columns=list(NOT_IN_TUNING_CSV)).to_csv(tmp, index=False)
         report.files.append(sweep_dir / "tuning.csv")
-    (sweep_dir / "report.md").write_text(markdown(report))
+    write_text_atomic(sweep_dir / "report.md", markdown(report))
     report.files += [sweep_dir / "results.csv", sweep_dir / "runs.csv", sweep_dir / "report.md"]
     if not quiet:
         print_report(report)

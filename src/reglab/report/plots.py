@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from reglab.core.io import atomic_path
 from reglab.core.names import GAP_ACC, TEST_ACC, VAL_ACC
 from reglab.report.runs import BASELINE, COCKTAIL, compared, tuning_runs
 from reglab.report.tuning import TESTED, objective, scores, short_key
@@ -26,6 +27,13 @@ PLOTS = ("accuracy.png", "val_curves.png", "acc_vs_gap.png")
 STRENGTH_PLOT, TRAIN_VAL_PLOT = "strength_response.png", "train_val_curves.png"
 TRAIN_ACC = "train/acc"  # in training mode: with dropout, augmentation, noise as trained
 NOT_SIGNIFICANT = ("ns", "n/a")  # marks of a difference not shown to be real
+
+
+def save(fig: Figure, path: Path) -> None:
+    """Through a temporary file: a report rewritten while a reader opens the plot never shows
+    half of it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def _figure(rows: int = 1, height: float = 4.0, width: float = 8.0) -> tuple[Figure, list]:
@@ -280,7 +288,7 @@ def plot_all(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
             plot_strength_response(panel, ax)
             if several:
                 ax.set_title(f"{panel['setting']}: {panel['technique']}", fontsize="medium")
-        fig.savefig(out_dir / STRENGTH_PLOT, dpi=100)
+        save(fig, out_dir / STRENGTH_PLOT)
         paths.append(out_dir / STRENGTH_PLOT)
     curves = _train_val_panels(runs, summary) if len(summary) else []
     if curves:
@@ -290,7 +298,7 @@ def plot_all(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
             plot_train_val(mine, technique, ax, train=train, val=val)
             if several:
                 ax.set_title(f"{setting}: {ax.get_title()}", fontsize="small")
-        fig.savefig(out_dir / TRAIN_VAL_PLOT, dpi=100)
+        save(fig, out_dir / TRAIN_VAL_PLOT)
         paths.append(out_dir / TRAIN_VAL_PLOT)
     return paths
 
@@ -314,6 +322,6 @@ def _plot_settings(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> 
             else:
                 plot_acc_vs_gap(s, ax)
             ax.set_title(setting)
-        fig.savefig(out_dir / name, dpi=100)
+        save(fig, out_dir / name)
         paths.append(out_dir / name)
     return paths

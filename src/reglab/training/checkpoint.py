@@ -5,7 +5,12 @@
   It loads with ``torch.load(weights_only=True)`` unless ``trust_checkpoint=true``.
 - ``RngStates`` stores the torch/CUDA/numpy/python random states in every checkpoint and puts
   them back when training resumes, so dropout, noise and mixup draw the same numbers as in a run
-  that was never stopped. The batch order needs no state: it is a function of (seed, epoch).
+  that was never stopped. The batch order is a function of (seed, epoch).
+- ``MidEpochCheckpoint`` (``callbacks.mid_epoch_checkpoint``) keeps ``last.ckpt`` current inside
+  long epochs, every N steps or T minutes; ``MidEpochResume`` restores what a resume from such a
+  checkpoint needs beyond Lightning's loop state, so it ends as if the run had never stopped:
+  the loader's place in the epoch (``IndexBatches.state_dict``), the epoch's running training
+  sums, and the after-step technique hooks the saved step had not had yet.
 """
 
 from __future__ import annotations
@@ -164,3 +169,82 @@ class RngStates(pl.Callback):
         if self._pending:
             set_rng_states(self._pending)
             self._pending = None
+
+
+# ----------------------------------------------------------------------------- mid-epoch resume
+
+
+class MidEpochCheckpoint(pl.callbacks.ModelCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` steps or ``train_time_interval``, inside epochs.
+
+    Lightning's ModelCheckpoint with two changes: no save at the end of training (below), and
+    none on the last batch of an epoch. Such a
+    checkpoint precedes the epoch's validation and ``on_train_epoch_end``, which a run resumed
+    from it never does (Lightning counts the epoch as finished), so the epoch-end checkpoint of
+    ``last_checkpoint``, written moments later, is the one to keep. Both write ``last.ckpt``:
+    set ``enable_version_counter: false`` on both, or each writes a ``last-v1.ckpt`` of its own.
+    """
+
+    def __init__(self, *args, every_n_train_steps=None, train_time_interval=None, **kwargs):
+        if every_n_train_steps and train_time_interval:  # Lightning's message does not say how
+            raise ConfigError(
+                f"every_n_train_steps={every_n_train_steps} and train_time_interval="
+                f"{train_time_interval} are both set; set one of them to null"
+            )
+        super().__init__(*args, every_n_train_steps=every_n_train_steps,
+                         train_time_interval=train_time_interval, **kwargs)  # fmt: skip
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Nothing: Lightning would write last.ckpt here if this callback never had, over the
+        epoch-end one of ``last_checkpoint``, with the epoch counter already moved on."""
+
+
+class MidEpochResume(pl.Callback):
+    """What a checkpoint taken inside an epoch needs beyond Lightning's own loop state.
+
+    - The epoch's running training sums (``Classifier.sums``), so the resumed epoch's
+      ``train/loss`` and ``train/acc`` cover all its batches, not only those after the restart.
+    - The training loader's position. Lightning saves it (``IndexBatches.state_dict``) but loads
+      it only if it builds the loader after restoring the checkpoint; a schedule that asks for
+      ``trainer.estimated_stepping_batches`` makes it build the loader first, and the state is
+      never applied (Lightning issue #20550). It is applied here, before the first batch is drawn.
+    - The technique hooks that run after each optimizer step (max-norm): Lightning saves a
+      step checkpoint in the callbacks' ``on_train_batch_end``, before the module's, so the saved
+      weights have not had them yet; a resumed run applies them once before going on.
+    """
+
+    KEY = "train_sums"
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        sums = getattr(pl_module, "sums", None)
+        if sums is not None and sums.loss is not None and sums.seen:
+            checkpoint[self.KEY] = {"loss": sums.loss, "correct": sums.correct,
+                                    "nonfinite": sums.nonfinite, "seen": sums.seen}  # fmt: skip
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._pending = checkpoint.get(self.KEY)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        sums, saved = getattr(pl_module, "sums", None), self._pending
+        if sums is not None and saved:
+            sums.reset(pl_module.device)
+            for key in ("loss", "correct", "nonfinite"):
+                getattr(sums, key).copy_(saved[key])
+            sums.seen = int(saved["seen"])
+        self._pending = None
+
+        loop = trainer.fit_loop
+        if loop.restarting and getattr(loop, "_combined_loader_states_to_load", None):
+            loop._load_combined_loader_states()
+        if loop.epoch_loop.restarted_on_train_batch_end and pl_module.automatic_optimization:
+            after_step = getattr(pl_module, "after_step", None)
+            if after_step is not None:
+                after_step()

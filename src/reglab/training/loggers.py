@@ -14,13 +14,21 @@ the sweep's group holding the report's ``results.csv`` as a ``wandb.Table`` and 
 
 The API key is read by wandb itself from ``wandb login``'s netrc or ``WANDB_API_KEY`` (which a
 git-ignored ``.env`` may set); it is never put into the config, so it never reaches a log.
+
+Without a key, or with a key and no route to the W&B server, ``wandb.init`` would stop the run
+(``UsageError: No API key configured``), prompt at a terminal, or wait 90 s for the server. Unless
+``WANDB_MODE`` or ``offline: true`` says what to do, such a run logs offline instead and prints
+one line on how to log in and ``wandb sync`` it later.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytorch_lightning as pl
 import torch
@@ -31,6 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from reglab.core.errors import warn
 from reglab.core.paths import ROOT_DIR
 
 IMAGES_KEY = "train/augmented"
@@ -51,14 +60,18 @@ def is_wandb(logger_cfg: Mapping | None) -> bool:
     return bool(logger_cfg) and str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
 
 
-def sweep_group() -> str | None:
-    """The sweep folder's name when this job is part of a multirun, else None."""
+def sweep_dir() -> Path | None:
+    """The sweep folder when this job is part of a multirun, else None."""
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hc.sweep.dir).name
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def sweep_group() -> str | None:
+    """The sweep folder's name when this job is part of a multirun, else None."""
+    folder = sweep_dir()
+    return folder.name if folder is not None else None
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
@@ -67,6 +80,58 @@ def run_tags(cfg: DictConfig) -> list[str]:
     tags += [str(t) for t in (cfg.get("tags") or [])]
     # W&B refuses tags over 64 characters; duplicates would only clutter the run page.
     return list(dict.fromkeys(t[:64] for t in tags))
+
+
+# ----------------------------------------------------------------------------- offline fallback
+
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+_offline_told = False  # the one line is printed once per process (a sweep's jobs share one)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the server of ``url`` opens within ``timeout`` seconds."""
+    if any(os.environ.get(v) for v in PROXY_VARS):
+        return True  # only the proxy knows the way: leave it to wandb
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:  # no DNS, no route, refused or timed out
+        return False
+
+
+def offline_reason(lg_cfg: Mapping) -> str | None:
+    """Why a W&B run that nothing told to go offline cannot go online; None if it can."""
+    if lg_cfg.get("offline") or os.environ.get("WANDB_MODE"):
+        return None  # the user decided
+    import wandb
+
+    # wandb's own lookup (WANDB_API_KEY, netrc, settings files); prompt=False: never asks.
+    if not wandb.login(prompt=False, verify=False):
+        return "no W&B API key is configured"
+    url = wandb.setup().settings.base_url
+    if not _reachable(url):
+        return f"the W&B server {url} cannot be reached"
+    return None
+
+
+def offline_runs_glob(save_dir: str | Path) -> str:
+    """The offline runs this job (or, in a multirun, its sweep) writes, for ``wandb sync``."""
+    group_dir = sweep_dir()
+    if group_dir is not None:  # the jobs' runs and the sweep's report run
+        return f"{group_dir}/*/wandb/offline-run-* {group_dir}/wandb/offline-run-*"
+    return f"{save_dir}/wandb/offline-run-*"
+
+
+def tell_offline(reason: str, runs: str) -> None:
+    global _offline_told
+    if not _offline_told:
+        _offline_told = True
+        warn(
+            f"{reason}, so W&B logs offline; to upload, run `wandb login` once, then "
+            f"`wandb sync {runs}` (WANDB_MODE=offline: no such line)"
+        )
 
 
 def make_loggers(cfg: DictConfig) -> list[Logger]:
@@ -80,6 +145,10 @@ def make_loggers(cfg: DictConfig) -> list[Logger]:
             extra = {"tags": run_tags(cfg)}
             if lg_cfg.get("group") is None:
                 extra["group"] = sweep_group()
+            reason = offline_reason(lg_cfg)
+            if reason:  # wandb.init(mode=...): its settings are set up by now, so WANDB_MODE
+                extra["mode"] = "offline"  # (what offline=True sets) would come too late
+                tell_offline(reason, offline_runs_glob(lg_cfg.get("save_dir") or "."))
             loggers.append(instantiate(lg_cfg, **extra))
         else:
             loggers.append(instantiate(lg_cfg))
@@ -189,6 +258,9 @@ def _log_report_run(sweep_dir: Path, results: Path, lg_cfg: Mapping, config: Map
     load_env_file()
     if wandb.run is not None:  # a job's run left open in this process must not get the table
         wandb.run.finish()
+    reason = offline_reason(lg_cfg)
+    if reason:
+        tell_offline(reason, f"{sweep_dir}/*/wandb/offline-run-* {sweep_dir}/wandb/offline-run-*")
     table = pd.read_csv(results)
     run = wandb.init(
         project=lg_cfg.get("project") or "reglab",
@@ -198,7 +270,7 @@ def _log_report_run(sweep_dir: Path, results: Path, lg_cfg: Mapping, config: Map
         job_type="report",
         tags=[str(t)[:64] for t in (config.get("tags") or [])],
         dir=str(sweep_dir),
-        mode="offline" if lg_cfg.get("offline") else None,
+        mode="offline" if lg_cfg.get("offline") or reason else None,
         config={"sweep_dir": str(sweep_dir), "runs": int(len(table))},
         reinit="finish_previous",
     )
