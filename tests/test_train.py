@@ -109,3 +109,15 @@ def test_run_folder_wandb_and_metrics_names_agree(tmp_path):
     cfg = compose_cfg(["regularizer=[l2,dropout]", "augmentation=[affine]"], tmp_path)
     resolved = OmegaConf.create({"n": "${reglab_run_name:}", **OmegaConf.to_container(cfg)}).n
     assert resolved == run_name(cfg) == "dropout+l2+affine"
+
+
+def test_a_run_without_test_batches_reports_validation_only(tmp_path):
+    """Tuning trials never touch the test set: such a run ends normally, with no test metric."""
+    r = cli("reglab-train", "trainer.max_epochs=1", "callbacks=none", "++trainer.limit_test_batches=0",
+            f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(not tested)" in r.stdout
+    (m,) = tmp_path.glob("runs/*/metrics.json")
+    saved = json.loads(m.read_text())
+    assert saved["status"] == "ok" and "val/acc_best" in saved
+    assert not any(k.startswith("test/") for k in saved)

@@ -139,11 +139,13 @@ def record_failure(cfg: DictConfig, e: Exception) -> str:
 
 def print_result(cfg: DictConfig, summary: dict) -> None:
     acc = summary.get(TEST_ACC)
+    # A tuning trial never touches the test set (trainer.limit_test_batches=0): its score is val.
+    score = f"test/acc={acc:.4f}" if acc is not None else f"{VAL_ACC_BEST}={summary.get(VAL_ACC_BEST, float('nan')):.4f} (not tested)"
     print(
         f"reglab: {summary['name']} on {summary['data']}/{summary['model']}: "
-        f"test/acc={acc:.4f} in {summary['wall_time_s']:.1f}s -> {cfg.paths.output_dir}/metrics.json"
+        f"{score} in {summary['wall_time_s']:.1f}s -> {cfg.paths.output_dir}/metrics.json"
     )
-    if cfg.get("target_acc") is not None:  # speedruns: time from process start, imports included
+    if cfg.get("target_acc") is not None and acc is not None:  # speedruns: time from process start, imports included
         since_start = time.time() - psutil.Process().create_time()
         verdict = "reached" if acc >= cfg.target_acc else "MISSED"
         print(
