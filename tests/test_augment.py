@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reglab.augment import Augmentation, RandAugment, TrivialAugment, Zca
-from reglab.core.paths import CONF_DIR
 from reglab.core.errors import ConfigError
-from reglab.training.module import Classifier
+from reglab.core.paths import CONF_DIR
 from reglab.train import build
+from reglab.training.module import Classifier
 
 from .conftest import compose_cfg
 
@@ -29,6 +29,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def make(name: str, **overrides) -> Augmentation:
     node = OmegaConf.load(CONF_DIR / "augmentation" / f"{name}.yaml")[name]
+    node.pop("_search_", None)  # the tuning protocol's search space, not a constructor argument
     return instantiate(OmegaConf.merge(node, overrides))
 
 

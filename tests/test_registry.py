@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from reglab.core.paths import CONF_DIR
 from reglab.core.errors import ConfigError
+from reglab.core.paths import CONF_DIR
 
 from .conftest import FAST, cli, train
 

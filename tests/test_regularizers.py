@@ -17,8 +17,8 @@ from torch import nn
 from reglab import regularizers as R
 from reglab.core.errors import ConfigError
 from reglab.models import MODELS, BasicBlock, GaussianNoise
-from reglab.training.module import weight_stats
 from reglab.train import build
+from reglab.training.module import weight_stats
 
 from .conftest import compose_cfg, train
 

@@ -130,6 +130,83 @@ def test_no_report_run_without_wandb(tmp_path):
     assert not (tmp_path / "wandb").exists()
 
 
+# ----------------------------------------------------------------------------- W&B, no login
+
+
+def _train_without_wandb_login(tmp_path: Path, *args: str, env: dict | None = None):
+    """``reglab-train logger=wandb`` as a new user runs it: no key, no WANDB_MODE, no netrc (an
+    empty HOME), stdin closed; this machine has no route to the W&B server either."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    drop = ("WANDB_", "NETRC", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    child = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    # An empty WANDB_API_KEY shields the run from a developer's .env, which never overrides.
+    child.update({"HOME": str(home), "WANDB_API_KEY": "", "OMP_NUM_THREADS": "1", **(env or {})})
+    exe = Path(sys.executable).parent / "reglab-train"
+    logs = tmp_path / "logs"
+    cmd = [str(exe), "logger=wandb", "trainer.max_epochs=1", "callbacks=none",
+           f"paths.log_dir={logs}", *args]  # fmt: skip
+    r = subprocess.run(cmd, cwd=tmp_path, env=child, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    return r, logs
+
+
+def _one_warning(r) -> str:
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr[-3000:]
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("reglab: warning:")]
+    return line
+
+
+@pytest.mark.slow
+def test_wandb_without_a_key_logs_offline_and_says_how_to_sync(tmp_path):
+    r, logs = _train_without_wandb_login(tmp_path)
+    line = _one_warning(r)
+    (run,) = (logs / "runs").iterdir()
+    assert "no W&B API key" in line and "`wandb login`" in line
+    assert f"`wandb sync {run}/wandb/offline-run-*`" in line
+    (offline,) = offline_runs(run)
+    assert any(offline.glob("run-*.wandb"))  # what `wandb sync` uploads
+    assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_wandb_with_a_key_but_no_server_logs_offline_instead_of_waiting(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    r, logs = _train_without_wandb_login(
+        tmp_path, env={"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": url}
+    )
+    line = _one_warning(r)  # wandb itself waits 90 s, then stops with a CommError traceback
+    assert f"the W&B server {url} cannot be reached" in line and "wandb sync" in line
+    (run,) = (logs / "runs").iterdir()
+    assert offline_runs(run) and files_containing(run, FAKE_KEY) == []
+
+
+def test_wandb_mode_or_offline_setting_needs_no_key_check(monkeypatch):
+    import wandb
+
+    from reglab.training.loggers import offline_reason
+
+    def login(**kwargs):
+        raise AssertionError("no key lookup when the user said what to do")
+
+    monkeypatch.setattr(wandb, "login", login)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert offline_reason({"offline": False}) is None
+    monkeypatch.delenv("WANDB_MODE")
+    assert offline_reason({"offline": True}) is None
+    with pytest.raises(AssertionError, match="no key lookup"):
+        offline_reason({"offline": False})
+
+
 # ----------------------------------------------------------------------------- Optuna
 
 
@@ -140,7 +217,7 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     import optuna
 
     r = cli(
-        "reglab-train", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
+        "reglab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
         "optimizer.weight_decay=choice(0.0,-1.0)", "hydra.callbacks.report.fail_on_error=false",
         *FAST, f"paths.log_dir={tmp_path}",
     )  # fmt: skip
@@ -163,7 +240,8 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     assert best["best_value"] == pytest.approx(max(t.value for t in done))
     assert 1e-6 <= best["best_params"]["regularizer.l2.strength"] <= 1e-2
 
-    # Each trial ran its suggested strength; a complete one reported that run's val/acc_best.
+    # Each trial ran its suggested strength; a complete one reported that run's validation
+    # accuracy (of the final weights, the ones a test would use), and says which trial it was.
     runs = []
     for m in sweep.glob("*/metrics.json"):
         config = yaml.safe_load((m.parent / ".hydra" / "config.yaml").read_text())
@@ -171,25 +249,22 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     assert len(runs) == 4
     for t in study.trials:
         (run,) = [m for s, m in runs if s == pytest.approx(t.params["regularizer.l2.strength"])]
+        assert run["protocol"]["trial"] == t.number and run["protocol"]["stage"] == "search"
         if t.state == optuna.trial.TrialState.COMPLETE:
-            assert run["status"] == "ok" and run["val/acc_best"] == pytest.approx(t.value)
+            assert run["status"] == "ok" and run["val/acc"] == pytest.approx(t.value)
         else:
             assert run["status"] == "failed" and "weight_decay" in run["error"]
 
 
-def test_search_space_names_a_missing_knob(tmp_path, capsys):
-    import optuna
+def test_search_space_names_a_missing_knob(tmp_path):
+    from reglab.core.errors import ConfigError
+    from reglab.tune.search import search_space
 
-    from reglab.search import suggest
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = compose_cfg(["hparams_search=optuna", "regularizer=dropout"], tmp_path)
-    trial = optuna.create_study().ask()
-    with pytest.raises(SystemExit) as exit_info:
-        suggest(cfg, trial)
-    assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("reglab: error: search.param=regularizer.l2.strength ")
+    with pytest.raises(ConfigError) as info:
+        search_space(cfg, {})
+    line = str(info.value)
+    assert "\n" not in line and line.startswith("search.param=regularizer.l2.strength ")
     assert "regularizer=l2" in line
 
     cfg = compose_cfg(
@@ -197,14 +272,21 @@ def test_search_space_names_a_missing_knob(tmp_path, capsys):
          "search.low=0.0", "search.high=0.7", "search.log=false"],
         tmp_path,
     )  # fmt: skip
-    suggest(cfg, trial)
-    assert 0.0 <= trial.params["regularizer.dropout.p"] <= 0.7
+    (dist,) = search_space(cfg, {}).values()
+    assert (dist.low, dist.high, dist.log) == (0.0, 0.7, False)
+
+
+def test_search_space_error_is_one_line_from_the_shell(tmp_path):
+    r = cli("reglab-train", "-m", "hparams_search=optuna", "regularizer=dropout", *FAST,
+            f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("reglab: error: search.param=regularizer.l2.strength ")
 
 
 def test_sqlite_storage_creates_its_folder(tmp_path):
-    from reglab.search import sqlite_storage
+    from reglab.tune.studies import storage_url
 
-    url = sqlite_storage(str(tmp_path / "a" / "b" / "study.db"))
+    url = storage_url(f"sqlite:///{tmp_path / 'a' / 'b' / 'study.db'}", tmp_path)
     assert url == f"sqlite:///{tmp_path}/a/b/study.db"
     assert (tmp_path / "a" / "b").is_dir()
 
