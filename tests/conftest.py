@@ -109,7 +109,9 @@ def write_cifar_dataset(root: Path, hundred: bool, n_per_file: int = 100, seed: 
     k = 100 if hundred else 10
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     folder.mkdir(parents=True, exist_ok=True)
-    names = ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    names = (
+        ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    )
     for name in names:
         n = n_per_file * (5 if hundred and name == "train" else 1)
         labels = (np.arange(n) % k).tolist()

@@ -43,8 +43,14 @@ class LastLayerL2(Technique):
 
 
 def test_recipe_technique(tmp_path):
-    extra = with_files(tmp_path, {"regularizer/last_layer_l2.yaml": (
-        "last_layer_l2:\n  _target_: tests.test_extend.LastLayerL2\n  strength: 1.0\n")})
+    extra = with_files(
+        tmp_path,
+        {
+            "regularizer/last_layer_l2.yaml": (
+                "last_layer_l2:\n  _target_: tests.test_extend.LastLayerL2\n  strength: 1.0\n"
+            )
+        },
+    )
     base = train([*RUN, *extra], tmp_path / "base")
     LastLayerL2.calls = 0
     s = train([*RUN, *extra, "regularizer=[last_layer_l2]"], tmp_path / "tech")
@@ -64,8 +70,10 @@ def tiny_net(input_shape, num_classes, hidden: int = 16) -> nn.Module:
 
 
 def test_recipe_model(tmp_path):
-    extra = with_files(tmp_path, {"model/tiny.yaml": (
-        "_target_: tests.test_extend.tiny_net\nname: tiny\nhidden: 24\n")})
+    extra = with_files(
+        tmp_path,
+        {"model/tiny.yaml": ("_target_: tests.test_extend.tiny_net\nname: tiny\nhidden: 24\n")},
+    )
     s = train([*RUN, *extra, "model=tiny"], tmp_path / "run")
     assert s["status"] == "ok" and s["model"] == "tiny"
     assert s["test/acc"] > 0.15  # it learned: 10 classes, chance is 0.1
@@ -75,8 +83,14 @@ def test_recipe_model(tmp_path):
 
 
 def test_recipe_optimizer(tmp_path):
-    extra = with_files(tmp_path, {"optimizer/rmsprop.yaml": (
-        "_target_: torch.optim.RMSprop\n_partial_: true\nlr: 1.0e-3\nweight_decay: 1.0e-4\n")})
+    extra = with_files(
+        tmp_path,
+        {
+            "optimizer/rmsprop.yaml": (
+                "_target_: torch.optim.RMSprop\n_partial_: true\nlr: 1.0e-3\nweight_decay: 1.0e-4\n"
+            )
+        },
+    )
     from reglab.training.assemble import build, build_trainer
 
     from .conftest import compose_cfg
@@ -106,8 +120,14 @@ def test_recipe_dataset_from_a_folder_of_images(tmp_path):
                 pixels = rng.integers(0, 40, (12, 12), dtype=np.uint8)
                 pixels[row : row + 2] = 250
                 Image.fromarray(pixels).save(root / split / label / f"{i}.png")
-    extra = with_files(tmp_path, {"data/shapes.yaml": (
-        f"defaults: [_base, _self_]\nname: shapes\nimage_folder: {root}\nbatch_size: 16\n")})
+    extra = with_files(
+        tmp_path,
+        {
+            "data/shapes.yaml": (
+                f"defaults: [_base, _self_]\nname: shapes\nimage_folder: {root}\nbatch_size: 16\n"
+            )
+        },
+    )
     s = train([*RUN, *extra, "data=shapes", "trainer.max_epochs=5"], tmp_path / "run")
     assert s["status"] == "ok" and s["data"] == "shapes"
     assert s["test/acc"] > 0.9  # two classes a bar apart: learned, not guessed

@@ -280,7 +280,11 @@ def test_search_space_error_is_one_line_from_the_shell(tmp_path):
     r = cli("reglab-train", "-m", "hparams_search=optuna", "regularizer=dropout", *FAST,
             f"paths.log_dir={tmp_path}")  # fmt: skip
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1].startswith("reglab: error: search.param=regularizer.l2.strength ")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("reglab: error: search.param=regularizer.l2.strength ")
+    )
 
 
 def test_sqlite_storage_creates_its_folder(tmp_path):

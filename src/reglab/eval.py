@@ -70,7 +70,9 @@ def evaluate(paths: list[str], data_overrides: dict | None = None, trust: bool =
     dm.setup("test")
     loader = IndexBatches(dm.test, batch_size, shuffle=False)
     trainer = tester(device)
-    summary = {"members": {str(p): test(trainer, m, loader) for p, m in zip(paths, members, strict=True)}}
+    summary = {
+        "members": {str(p): test(trainer, m, loader) for p, m in zip(paths, members, strict=True)}
+    }
     if len(paths) > 1:
         summary["ensemble"] = test(trainer, Ensemble(members), loader)
         summary["best_member"] = max(r[TEST_ACC] for r in summary["members"].values())

@@ -66,14 +66,23 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> tuple[dict, pl.Trainer]:
     trainer = build_trainer(cfg, dm, model)
 
     ckpt_cb = trainer.checkpoint_callback
-    ckpt_dir = Path(ckpt_cb.dirpath) if ckpt_cb is not None and ckpt_cb.dirpath else out_dir / "checkpoints"
+    ckpt_dir = (
+        Path(ckpt_cb.dirpath)
+        if ckpt_cb is not None and ckpt_cb.dirpath
+        else out_dir / "checkpoints"
+    )
     ckpt_path = resume_path(cfg, ckpt_dir)
     if ckpt_path:  # one clear line instead of Lightning's traceback for a foreign checkpoint
-        check_compatible(load_checkpoint(ckpt_path, bool(cfg.get("trust_checkpoint"))), model, ckpt_path)
+        check_compatible(
+            load_checkpoint(ckpt_path, bool(cfg.get("trust_checkpoint"))), model, ckpt_path
+        )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if model.history:  # resumed after its last epoch, fit ran nothing: the values it had logged
-        fit_metrics = {**{k: v for k, v in model.history[-1].items() if k != "epoch"}, **fit_metrics}
+        fit_metrics = {
+            **{k: v for k, v in model.history[-1].items() if k != "epoch"},
+            **fit_metrics,
+        }
 
     final_weights = any(t.final_weights for t in model.techniques.values())
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -140,12 +149,18 @@ def record_failure(cfg: DictConfig, e: Exception) -> str:
 def print_result(cfg: DictConfig, summary: dict) -> None:
     acc = summary.get(TEST_ACC)
     # A tuning trial never touches the test set (trainer.limit_test_batches=0): its score is val.
-    score = f"test/acc={acc:.4f}" if acc is not None else f"{VAL_ACC_BEST}={summary.get(VAL_ACC_BEST, float('nan')):.4f} (not tested)"
+    score = (
+        f"test/acc={acc:.4f}"
+        if acc is not None
+        else f"{VAL_ACC_BEST}={summary.get(VAL_ACC_BEST, float('nan')):.4f} (not tested)"
+    )
     print(
         f"reglab: {summary['name']} on {summary['data']}/{summary['model']}: "
         f"{score} in {summary['wall_time_s']:.1f}s -> {cfg.paths.output_dir}/metrics.json"
     )
-    if cfg.get("target_acc") is not None and acc is not None:  # speedruns: time from process start, imports included
+    if (
+        cfg.get("target_acc") is not None and acc is not None
+    ):  # speedruns: time from process start, imports included
         since_start = time.time() - psutil.Process().create_time()
         verdict = "reached" if acc >= cfg.target_acc else "MISSED"
         print(
@@ -164,7 +179,10 @@ def _main(cfg: DictConfig) -> float | None:
         if multirun:
             # Returning (not raising) lets Hydra's launcher go on with the next job and reach
             # on_multirun_end, where the report lists the failure and exits 1.
-            print(f"reglab: error: job {Path(cfg.paths.output_dir).name} failed: {error}", file=sys.stderr)
+            print(
+                f"reglab: error: job {Path(cfg.paths.output_dir).name} failed: {error}",
+                file=sys.stderr,
+            )
             return None
         if not isinstance(e, ReglabError):
             raise

@@ -36,7 +36,9 @@ def test_check_kwargs_refuses_unknown_keys_and_wrong_types():
         return a, b, c
 
     checks.check_kwargs(f, {"a": 1, "b": None, "c": [1, 2]}, "sec")
-    with pytest.raises(ConfigError, match=r"sec.d is not a setting here; allowed: \['a', 'b', 'c'\]"):
+    with pytest.raises(
+        ConfigError, match=r"sec.d is not a setting here; allowed: \['a', 'b', 'c'\]"
+    ):
         checks.check_kwargs(f, {"d": 1}, "sec")
     with pytest.raises(ConfigError, match="sec.a='x' must be an integer"):
         checks.check_kwargs(f, {"a": "x"}, "sec")

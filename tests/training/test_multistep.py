@@ -16,13 +16,22 @@ def test_index_batches_group_steps_without_changing_them():
     grouped = list(IndexBatches(split, 8, shuffle=True, drop_last=True, seed=1, steps=3))
     assert len(single) == 8 and [len(x) for x, _ in grouped] == [24, 24, 16]
     assert len(IndexBatches(split, 8, shuffle=True, drop_last=True, steps=3)) == 3
-    torch.testing.assert_close(torch.cat([x for x, _ in grouped]), torch.cat([x for x, _ in single]))
-    torch.testing.assert_close(torch.cat([y for _, y in grouped]), torch.cat([y for _, y in single]))
+    torch.testing.assert_close(
+        torch.cat([x for x, _ in grouped]), torch.cat([x for x, _ in single])
+    )
+    torch.testing.assert_close(
+        torch.cat([y for _, y in grouped]), torch.cat([y for _, y in single])
+    )
 
 
 @pytest.mark.parametrize(
     "extra",
-    [["scheduler=cosine"], ["regularizer=[swa,max_norm]"], ["scheduler=onecycle"], ["scheduler=step", "scheduler.step_size=1"]],
+    [
+        ["scheduler=cosine"],
+        ["regularizer=[swa,max_norm]"],
+        ["scheduler=onecycle"],
+        ["scheduler=step", "scheduler.step_size=1"],
+    ],
 )
 def test_steps_per_execution_trains_exactly_like_one_step_per_batch(tmp_path, extra):
     """Same batches in the same order, one optimizer step each, schedulers (SWA's SWALR too)

@@ -19,7 +19,9 @@ from reglab.tune.space import bounds, technique_space
 from ..conftest import FAST, train
 
 GROUPS = ("regularizer", "augmentation")
-FILES = sorted((g, p.stem) for g in GROUPS for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "none")
+FILES = sorted(
+    (g, p.stem) for g in GROUPS for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "none"
+)
 MODELS = {"resnet18": ["model=resnet18", "model.width=8"]}  # the smallest model of that kind
 
 

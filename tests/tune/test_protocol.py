@@ -55,11 +55,18 @@ def test_tiny_comparison_end_to_end(tmp_path):
     # validation only, on the tuning split (seed 0), never tested.
     storage = record["storage"]
     tune = of(runs, "tune")
-    assert sorted(r["protocol"]["technique"] for r in tune) == ["baseline", "batch_norm", "l2", "l2"]
+    assert sorted(r["protocol"]["technique"] for r in tune) == [
+        "baseline",
+        "batch_norm",
+        "l2",
+        "l2",
+    ]
     for run in tune:
         assert run["config"]["seed"] == 0 and run["config"]["data"]["split_seed"] == 0
         assert not any(k.startswith("test/") for k in run) and "tune/pruned" in run
-        assert {"stage:tune", f"technique:{run['protocol']['technique']}"} <= set(run["config"]["tags"])
+        assert {"stage:tune", f"technique:{run['protocol']['technique']}"} <= set(
+            run["config"]["tags"]
+        )
     l2 = optuna.load_study(study_name=setting["tune"]["l2"]["study"], storage=storage)
     assert len(l2.trials) == 2 and all(t.state == TrialState.COMPLETE for t in l2.trials)
     best = max(l2.trials, key=lambda t: t.value)
@@ -87,7 +94,10 @@ def test_tiny_comparison_end_to_end(tmp_path):
     cocktail_tune = of(runs, "cocktail_tune")
     assert len(cocktail_tune) == 2 and not any("test/acc" in r for r in cocktail_tune)
     first = min(cocktail_tune, key=lambda r: r["protocol"]["trial"])
-    assert sorted(first["techniques"]["regularizer"]) == ["batch_norm", "l2"]  # all on, at tuned values
+    assert sorted(first["techniques"]["regularizer"]) == [
+        "batch_norm",
+        "l2",
+    ]  # all on, at tuned values
     assert first["protocol"]["params"] == setting["tuned"]["l2"]
     cocktail_test = of(runs, "cocktail_test")
     assert sorted(r["seed"] for r in cocktail_test) == SEEDS

@@ -23,7 +23,12 @@ RUN = ["callbacks=none", "logger=csv", "trainer.accelerator=cpu", f"trainer.max_
 
 
 def pruning_override(url: str, number: int) -> str:
-    cb = {"_target_": "reglab.tune.pruning.PruningCallback", "storage": url, "study": "s", "trial": number}
+    cb = {
+        "_target_": "reglab.tune.pruning.PruningCallback",
+        "storage": url,
+        "study": "s",
+        "trial": number,
+    }
     return f"++callbacks.optuna_pruning={override_value(cb)}"
 
 
@@ -47,14 +52,18 @@ def test_median_pruner_stops_a_losing_trial(tmp_path):
         study.tell(number, runs[-1])
 
     good, bad = study.trials()
-    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == list(range(EPOCHS))
+    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == list(
+        range(EPOCHS)
+    )
     assert runs[0]["epochs_trained"] == EPOCHS and runs[0]["tune/pruned"] == 0.0
     assert bad.state == TrialState.PRUNED and bad.system_attrs[PRUNED_EPOCH] == 0
     assert list(bad.intermediate_values) == [0]
     assert bad.intermediate_values[0] < good.intermediate_values[0]
     assert runs[1]["epochs_trained"] < EPOCHS and runs[1]["tune/pruned"] == 1.0
     assert len(runs[1]["history"]) == 1  # one epoch was trained, then it stopped
-    assert "test/acc" in runs[1]  # the callback only stops training; this run was not told to skip the test
+    assert (
+        "test/acc" in runs[1]
+    )  # the callback only stops training; this run was not told to skip the test
 
 
 def test_without_a_pruner_every_epoch_is_reported(tmp_path):

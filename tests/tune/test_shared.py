@@ -46,7 +46,9 @@ def trial_runs(log_dir: Path) -> list[dict]:
 
 
 def load(log_dir: Path) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{log_dir}/optuna/optuna.db").trials
+    return optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{log_dir}/optuna/optuna.db"
+    ).trials
 
 
 @pytest.mark.slow
@@ -56,7 +58,9 @@ def test_a_killed_search_continues_and_runs_no_trial_twice(tmp_path):
     deadline = time.time() + 600
     while len(trial_runs(tmp_path)) < 2 and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert first.poll() is None, f"finished before it could be killed: {first.stderr.read()[-2000:]}"
+    assert first.poll() is None, (
+        f"finished before it could be killed: {first.stderr.read()[-2000:]}"
+    )
     os.killpg(first.pid, signal.SIGKILL)  # the sweeper and its job, mid-study
     first.wait()
     before = {m["protocol"]["trial"] for m in trial_runs(tmp_path)}
@@ -73,7 +77,9 @@ def test_a_killed_search_continues_and_runs_no_trial_twice(tmp_path):
     assert len(in_budget) == 6 and all(t.state == TrialState.COMPLETE for t in in_budget)
     # One finished run per trial, none twice; what the first run finished, the second left alone.
     per_trial = Counter(m["protocol"]["trial"] for m in runs)
-    assert sorted(per_trial) == sorted(t.number for t in in_budget) and set(per_trial.values()) == {1}
+    assert sorted(per_trial) == sorted(t.number for t in in_budget) and set(per_trial.values()) == {
+        1
+    }
     folders = {m["folder"] for m in runs}
     assert len(folders) == 2
     later = {m["protocol"]["trial"] for m in runs if m["folder"] != min(folders)}
@@ -97,7 +103,9 @@ def test_two_workers_share_one_study(tmp_path):
     assert len(in_budget) == 8 and all(t.state == TrialState.COMPLETE for t in in_budget)
     runs = trial_runs(tmp_path)
     per_trial = Counter(m["protocol"]["trial"] for m in runs)
-    assert sorted(per_trial) == sorted(t.number for t in in_budget) and set(per_trial.values()) == {1}
+    assert sorted(per_trial) == sorted(t.number for t in in_budget) and set(per_trial.values()) == {
+        1
+    }
     by_worker = Counter(m["folder"].name for m in runs)
     assert set(by_worker) == {"worker1", "worker2"}, by_worker  # both took trials
     # Each told value is the run's own validation accuracy.
@@ -117,7 +125,9 @@ def test_a_killed_comparison_continues_in_its_folder(tmp_path):
     deadline = time.time() + 600
     while len(trial_runs(tmp_path)) < 4 and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert first.poll() is None, f"finished before it could be killed: {first.stderr.read()[-2000:]}"
+    assert first.poll() is None, (
+        f"finished before it could be killed: {first.stderr.read()[-2000:]}"
+    )
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     before = len(trial_runs(tmp_path))
@@ -132,7 +142,13 @@ def test_a_killed_comparison_continues_in_its_folder(tmp_path):
     assert record["complete"] and record["settings"][0]["stages"] == ["tune", "test"]
     runs = trial_runs(tmp_path)
     assert len(runs) > before
-    tune = Counter((m["protocol"]["study"], m["protocol"]["trial"]) for m in runs if m["protocol"]["stage"] == "tune")
+    tune = Counter(
+        (m["protocol"]["study"], m["protocol"]["trial"])
+        for m in runs
+        if m["protocol"]["stage"] == "tune"
+    )
     assert set(tune.values()) == {1} and len(tune) == 1 + 3 + 3  # baseline: one trial
-    test = Counter((m["protocol"]["technique"], m["seed"]) for m in runs if m["protocol"]["stage"] == "test")
+    test = Counter(
+        (m["protocol"]["technique"], m["seed"]) for m in runs if m["protocol"]["stage"] == "test"
+    )
     assert test == {(t, s): 1 for t in ("baseline", "l2", "dropout") for s in (1, 2)}

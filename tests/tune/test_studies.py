@@ -37,7 +37,9 @@ def worker(url, n_trials=3, grace=60.0, finished_run=lambda study, number: None)
     """A new process's view of the study: its own connection, heartbeat and sampler."""
     storage = open_storage(url)
     study = create(storage, "s", "maximize", optuna.samplers.RandomSampler(seed=0), None)
-    return BudgetStudy(study, n_trials, sample, Heartbeat(storage, 3600), grace, "val/acc", finished_run)
+    return BudgetStudy(
+        study, n_trials, sample, Heartbeat(storage, 3600), grace, "val/acc", finished_run
+    )
 
 
 def ok(value):
@@ -104,7 +106,9 @@ def test_a_finished_job_of_a_dead_worker_is_told_not_rerun(url):
     dead = worker(url, n_trials=2)
     number, _ = dead.ask()
     dead.heartbeat.close()
-    live = worker(url, n_trials=2, grace=0.0, finished_run=lambda s, n: ok(0.75) if n == number else None)
+    live = worker(
+        url, n_trials=2, grace=0.0, finished_run=lambda s, n: ok(0.75) if n == number else None
+    )
     assert live.recover() == 0
     assert live.trials()[0].state == TrialState.COMPLETE and live.trials()[0].value == 0.75
     assert live.ask()[0] == 1 and live.ask() is None
@@ -121,9 +125,14 @@ def test_a_live_workers_trials_are_left_alone(url):
 def test_tell_reads_pruning_and_failure(url):
     w = worker(url, n_trials=3)
     (a, _), (b, _), (c, _) = w.ask(), w.ask(), w.ask()
-    w.storage.set_trial_system_attr(w.storage.get_trial_id_from_study_id_trial_number(w.study_id, a), PRUNED_EPOCH, 2)
+    w.storage.set_trial_system_attr(
+        w.storage.get_trial_id_from_study_id_trial_number(w.study_id, a), PRUNED_EPOCH, 2
+    )
     assert w.tell(a, ok(0.5)) == TrialState.PRUNED
-    assert w.tell(b, {"status": "failed", "error": "regularizer.l2.strength=-1 must be >= 0"}) == TrialState.FAIL
+    assert (
+        w.tell(b, {"status": "failed", "error": "regularizer.l2.strength=-1 must be >= 0"})
+        == TrialState.FAIL
+    )
     assert w.tell(c, None) == TrialState.FAIL
     trials = w.trials()
     assert trials[1].user_attrs["error"].startswith("regularizer.l2.strength=-1")

@@ -99,7 +99,11 @@ class ReglabSweeperConf:
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="reglab", node=ReglabSweeperConf, provider="reglab")
-for _name, _node in {"qmc": QMCSamplerConf, "tpe": TPESamplerConf, "random": RandomSamplerConf}.items():
+for _name, _node in {
+    "qmc": QMCSamplerConf,
+    "tpe": TPESamplerConf,
+    "random": RandomSamplerConf,
+}.items():
     _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="reglab")
 for _name, _node in {"median": MedianPrunerConf, "threshold": ThresholdPrunerConf,
                      "hyperband": HyperbandPrunerConf, "none": NopPrunerConf}.items():  # fmt: skip
@@ -113,7 +117,9 @@ class ReglabSweeper(Sweeper):
         self.launcher = None
         self.hydra_context: HydraContext | None = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config

@@ -27,7 +27,9 @@ class Scores(nn.Module):
         self.prefix = prefix
         self.loss = MeanMetric()
         self.acc = MulticlassAccuracy(num_classes, average="micro")
-        self.ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1") if calibration else None
+        self.ece = (
+            MulticlassCalibrationError(num_classes, n_bins=15, norm="l1") if calibration else None
+        )
 
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.loss.update(F.cross_entropy(logits, y), weight=len(y))

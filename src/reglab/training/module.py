@@ -45,7 +45,9 @@ def instantiate_named(cfg: Mapping | None, group: str) -> dict:
             cause = e
             while cause.__cause__ is not None and not isinstance(cause, ConfigError):
                 cause = cause.__cause__
-            raise ConfigError(f"{group}={name}: {cause if isinstance(cause, ConfigError) else e}") from e
+            raise ConfigError(
+                f"{group}={name}: {cause if isinstance(cause, ConfigError) else e}"
+            ) from e
     return out
 
 
@@ -79,7 +81,9 @@ class Classifier(FastSetattr, pl.LightningModule):
 
         model = dict(model)
         execution = {**{k: model.pop(k) for k in EXECUTION_KEYS if k in model}, **(execution or {})}
-        self.channels_last = checks.flag("execution.channels_last", execution.get("channels_last", False))
+        self.channels_last = checks.flag(
+            "execution.channels_last", execution.get("channels_last", False)
+        )
         self.tta = checks.flag("execution.tta", execution.get("tta", False))
         for t in self.techniques.values():
             model = t.model_kwargs(model)

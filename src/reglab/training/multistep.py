@@ -70,7 +70,9 @@ def check(execution) -> int:
                          low=1, integer=True)  # fmt: skip
 
 
-def configure(k: int, dm, model: MultiStepClassifier, trainer_kwargs: dict, callbacks: list) -> None:
+def configure(
+    k: int, dm, model: MultiStepClassifier, trainer_kwargs: dict, callbacks: list
+) -> None:
     """Set k on the loader and the module; refuse what needs Lightning's hooks after every step."""
     per_batch = [type(c).__name__ for c in callbacks if isinstance(c, PER_BATCH_CALLBACKS)]
     clip = trainer_kwargs.get("gradient_clip_val")

@@ -43,7 +43,12 @@ class Runner:
     already holds (a resumed run writes next to the first one's jobs)."""
 
     def __init__(self, sweeper, fixed: list[str], storage_url: str, monitor: str = "val/acc"):
-        self.sweeper, self.fixed, self.storage_url, self.monitor = sweeper, fixed, storage_url, monitor
+        self.sweeper, self.fixed, self.storage_url, self.monitor = (
+            sweeper,
+            fixed,
+            storage_url,
+            monitor,
+        )
         cfg: DictConfig = sweeper.config
         self.tags = [str(t) for t in (cfg.get("tags") or [])]
         self.wandb_keys = [k for k, v in (cfg.get("logger") or {}).items() if is_wandb(v)]
@@ -54,7 +59,9 @@ class Runner:
 
     def set_sweep_dir(self, path: Path) -> None:
         self.sweep_dir = Path(path)
-        numbers = [int(m.group(1)) for p in self.sweep_dir.glob("*") if (m := re.match(r"(\d+)_", p.name))]
+        numbers = [
+            int(m.group(1)) for p in self.sweep_dir.glob("*") if (m := re.match(r"(\d+)_", p.name))
+        ]
         self.next_idx = max(numbers, default=-1) + 1
 
     def overrides(self, job: Job) -> list[str]:

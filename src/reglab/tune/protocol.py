@@ -92,9 +92,12 @@ class Comparison:
             "storage": session.url,
             "objective": session.opts.objective,
             "direction": session.opts.direction,
-            "budget": {"tune": session.opts.n_trials, "cocktail": plan.cocktail_trials,
-                       "per_round": session.opts.n_jobs,
-                       "cocktail_per_round": plan.cocktail_per_round},  # fmt: skip
+            "budget": {
+                "tune": session.opts.n_trials,
+                "cocktail": plan.cocktail_trials,
+                "per_round": session.opts.n_jobs,
+                "cocktail_per_round": plan.cocktail_per_round,
+            },  # fmt: skip
             "tune_seed": plan.tune_seed,
             "seeds": plan.seeds,
             "techniques": plan.techniques,
@@ -133,7 +136,10 @@ class Comparison:
                 chosen[gn[0]].append(gn[1])
         cfg = self.session.compose([*setting.overrides,
                                     *(f"{g}=[{','.join(n)}]" for g, n in chosen.items() if n)])  # fmt: skip
-        shared = {k: distribution(f"hydra.sweeper.protocol.shared.{k}", v) for k, v in self.plan.shared.items()}
+        shared = {
+            k: distribution(f"hydra.sweeper.protocol.shared.{k}", v)
+            for k, v in self.plan.shared.items()
+        }
         spaces = {}
         for t in self.plan.techniques:
             gn = self.group_of(t)
@@ -161,7 +167,9 @@ class Comparison:
         n_trials, studies = self.session.opts.n_trials, []
         for t in self.plan.techniques:
             space, name = spaces[t], self.study_name(setting, "tune", t)
-            study = self.session.study(name, n_trials if space else 1, lambda trial, s=space: suggest(trial, s))
+            study = self.session.study(
+                name, n_trials if space else 1, lambda trial, s=space: suggest(trial, s)
+            )
 
             def make(number, params, t=t, name=name):
                 return Job("tune", t, [f"+technique={t}", *param_overrides(params),
@@ -210,7 +218,11 @@ class Comparison:
         out = {}
         for m in finished_runs(self.sweep_dir):
             p = m["protocol"]
-            if p.get("stage") == stage and p.get("study") == study and m.get("seed") in self.plan.seeds:
+            if (
+                p.get("stage") == stage
+                and p.get("study") == study
+                and m.get("seed") in self.plan.seeds
+            ):
                 value = objective_of(m, self.session.opts.objective)
                 if value is not None:
                     out[m["seed"]] = value
@@ -229,14 +241,18 @@ class Comparison:
             paired = [sign * (own[s] - base[s]) for s in own if s in base]
             if paired:
                 deltas[t] = mean(paired)
-        ranked = sorted((t for t, d in deltas.items() if d > self.plan.min_delta), key=lambda t: -deltas[t])
+        ranked = sorted(
+            (t for t, d in deltas.items() if d > self.plan.min_delta), key=lambda t: -deltas[t]
+        )
         members = ranked[: self.plan.max_members]
         entry["validation_delta"] = {t: deltas[t] for t in sorted(deltas, key=lambda t: -deltas[t])}
         entry["cocktail"] = {"members": members, "rule": (
             f"mean paired stage-2 validation {self.session.opts.objective} minus the baseline's "
             f"> {self.plan.min_delta}, at most {self.plan.max_members}, best first")}  # fmt: skip
         if len(members) < 2:
-            entry["cocktail"]["skipped"] = f"{len(members)} technique(s) helped on validation; a cocktail needs 2"
+            entry["cocktail"]["skipped"] = (
+                f"{len(members)} technique(s) helped on validation; a cocktail needs 2"
+            )
             say(f"stage 3 (cocktail): skipped: {entry['cocktail']['skipped']}")
         elif self.plan.cocktail_trials <= 0:
             entry["cocktail"]["skipped"] = "hydra.sweeper.protocol.cocktail.trials=0"
@@ -248,7 +264,7 @@ class Comparison:
         chosen = {"regularizer": [], "augmentation": []}
         for key, on in params.items():
             if key.startswith(USE) and on:
-                group, name = self.options[key[len(USE):]]
+                group, name = self.options[key[len(USE) :]]
                 chosen[group].append(name)
         knobs = {k: v for k, v in params.items() if not k.startswith(USE)}
         return [*(f"{g}=[{','.join(n)}]" for g, n in chosen.items() if n), *param_overrides(knobs)]
@@ -307,9 +323,12 @@ def check_seeds(seeds) -> list[int]:
     out = []
     for s in seeds:
         if not isinstance(s, int) or isinstance(s, bool):
-            raise ConfigError(f"seed={s!r}: the paired seeds must be integers, e.g. seed=range(1,6)")
+            raise ConfigError(
+                f"seed={s!r}: the paired seeds must be integers, e.g. seed=range(1,6)"
+            )
         out.append(s)
     if len(out) < 2:
-        raise ConfigError(f"seed={out}: the test stage needs at least 2 paired seeds, e.g. seed=range(1,6)")
+        raise ConfigError(
+            f"seed={out}: the test stage needs at least 2 paired seeds, e.g. seed=range(1,6)"
+        )
     return out
-

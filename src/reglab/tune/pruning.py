@@ -47,7 +47,9 @@ class PruningCallback(pl.Callback):
             if not cfg or cfg.get("_target_", "").endswith("NopPruner"):
                 self._first = None
             self._study = study
-            self._trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)  # noqa: SLF001
+            self._trial_id = storage.get_trial_id_from_study_id_trial_number(
+                study._study_id, self.number
+            )  # noqa: SLF001
         return self._study
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -41,11 +41,15 @@ missing = _MISSING  # what ``shorthand_space`` expects for a key the config does
 def distribution(key: str, spec) -> BaseDistribution:
     """One ``_search_`` entry as a distribution; ``key`` names it in errors."""
     if not isinstance(spec, Mapping):
-        raise ConfigError(f"{key}={spec!r} must be a mapping such as {{type: float, low: 0, high: 1}}")
+        raise ConfigError(
+            f"{key}={spec!r} must be a mapping such as {{type: float, low: 0, high: 1}}"
+        )
     kind = checks.choice(f"{key}.type", spec.get("type", "float"), TYPES)
     unknown = set(spec) - {"type", "low", "high", "log", "step", "choices"}
     if unknown:
-        raise ConfigError(f"{key} has unknown entries {sorted(unknown)}; use type, low, high, log, step, choices")
+        raise ConfigError(
+            f"{key} has unknown entries {sorted(unknown)}; use type, low, high, log, step, choices"
+        )
     if kind == "choice":
         choices = spec.get("choices")
         if not isinstance(choices, (list, tuple)) or not choices:
@@ -81,7 +85,9 @@ def technique_space(group: str, name: str, node: Mapping | None) -> Space:
     for knob, spec in declared.items():
         if knob not in node or knob.startswith("_"):
             knobs = sorted(k for k in node if not k.startswith("_"))
-            raise ConfigError(f"{prefix}.{SEARCH_KEY}.{knob}: {name} has no knob '{knob}'; its knobs: {knobs}")
+            raise ConfigError(
+                f"{prefix}.{SEARCH_KEY}.{knob}: {name} has no knob '{knob}'; its knobs: {knobs}"
+            )
         out[f"{prefix}.{knob}"] = distribution(f"{prefix}.{SEARCH_KEY}.{knob}", spec)
     return out
 
@@ -109,7 +115,9 @@ def shorthand_space(search: Mapping | None, current) -> Space:
         )
     low, high = search.get("low"), search.get("high")
     if not (checks._is_number(low) and checks._is_number(high) and low < high):
-        raise ConfigError(f"search.low={low} and search.high={high} must be numbers with low < high")
+        raise ConfigError(
+            f"search.low={low} and search.high={high} must be numbers with low < high"
+        )
     integer = isinstance(current, int) and not isinstance(current, bool)
     spec = {"type": "int" if integer else "float", "low": low, "high": high,
             "log": bool(search.get("log", False))}  # fmt: skip
@@ -132,16 +140,23 @@ def sweep_distribution(override) -> BaseDistribution | None:
     value = override.value()
     log = "log" in (getattr(value, "tags", None) or set())
     if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution([v for v in override.sweep_iterator(transformer=lambda x: x)])
+        return CategoricalDistribution(
+            [v for v in override.sweep_iterator(transformer=lambda x: x)]
+        )
     if isinstance(value, RangeSweep):
         if value.shuffle:
             raise ConfigError(f"{key}: shuffle(range(...)) has no meaning in a search")
-        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)) and value.step == 1:
+        if (
+            all(isinstance(v, int) for v in (value.start, value.stop, value.step))
+            and value.step == 1
+        ):
             return IntDistribution(value.start, value.stop - 1, log=log)
         return CategoricalDistribution(list(override.sweep_iterator()))
     if isinstance(value, IntervalSweep):
         if log and value.start <= 0:
-            raise ConfigError(f"{key}: tag(log, interval({value.start}, {value.end})) needs a start > 0")
+            raise ConfigError(
+                f"{key}: tag(log, interval({value.start}, {value.end})) needs a start > 0"
+            )
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)

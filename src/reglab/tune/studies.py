@@ -182,7 +182,11 @@ class BudgetStudy:
     ):
         self.study, self.n_trials, self.suggest = study, int(n_trials), suggest
         self.finished_run = finished_run
-        self.heartbeat, self.grace_period, self.objective = heartbeat, float(grace_period), objective
+        self.heartbeat, self.grace_period, self.objective = (
+            heartbeat,
+            float(grace_period),
+            objective,
+        )
         self.storage = study._storage  # noqa: SLF001 - the trial-level writes Optuna keeps there
         self.study_id = study._study_id  # noqa: SLF001
         self.name = study.study_name
@@ -276,7 +280,9 @@ class BudgetStudy:
 
     def running_elsewhere(self) -> int:
         """Trials that other live processes are running (or that have not gone stale yet)."""
-        return sum(1 for t in self.trials() if t.state == TrialState.RUNNING and not self.heartbeat.mine(t))
+        return sum(
+            1 for t in self.trials() if t.state == TrialState.RUNNING and not self.heartbeat.mine(t)
+        )
 
     # ---------------------------------------------------------------------------- results
 

@@ -77,7 +77,9 @@ def _sweep(sweeper, arguments: list[str]) -> None:
         else:
             fixed.append(o.input_line)
     if seeds is None:
-        raise ConfigError("a comparison needs its paired seeds: seed=range(1,6) (hydra.sweeper.params)")
+        raise ConfigError(
+            "a comparison needs its paired seeds: seed=range(1,6) (hydra.sweeper.params)"
+        )
     seeds = check_seeds(seeds)
     combos = [list(c) for c in itertools.product(*settings)] or [[]]
     plan = Plan.of(
@@ -111,7 +113,10 @@ def continue_or_start(session: Session, base: str) -> str:
     was killed: continue it, in its own sweep folder, so its report sees every run), else a
     new one. Returns its name; its sweep folder and state are recorded in the storage."""
     cfg, runner = session.config, session.runner
-    names = {s.study_name for s in optuna.get_all_study_summaries(session.storage, include_best_trial=False)}
+    names = {
+        s.study_name
+        for s in optuna.get_all_study_summaries(session.storage, include_best_trial=False)
+    }
 
     def nth(k: int) -> str:
         return base if k == 1 else f"{base}.{k}"
