@@ -20,7 +20,7 @@ from reglab.core.paths import CONF_DIR
 from reglab.train import build
 from reglab.training.module import Classifier
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, train
 
 NAMES = sorted(p.stem for p in (CONF_DIR / "augmentation").glob("*.yaml") if p.stem != "none")
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST family, CIFAR
@@ -209,3 +209,12 @@ def test_bad_knobs_are_one_line_config_errors(override, key, tmp_path):
         build(cfg)
     msg = str(err.value)
     assert key in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("averaging", ["ema", "swa"])
+def test_zca_with_weight_averaging(tmp_path, averaging):
+    """EMA's and SWA's averaged copy is made before ZCA is fitted; both must hold the same
+    buffers, or swapping them fails (found by the comparison's cocktail stage)."""
+    s = train(["trainer.max_epochs=4", "callbacks=none", "logger=csv", f"regularizer=[batch_norm,{averaging}]",
+               "augmentation=[zca]"], tmp_path)  # fmt: skip
+    assert s["status"] == "ok" and s["test/acc"] > 0.3

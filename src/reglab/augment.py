@@ -259,6 +259,16 @@ class Zca(Augmentation):
         super().__init__()
         self.zca = ZCAWhitening(eps=checks.positive("augmentation.zca.eps", eps))
 
+    def check_data(self, data, input_shape):
+        # The buffers exist from the start, with the shapes fit() gives them: a copy taken before
+        # fit (EMA's and SWA's averaged model, made at setup) then holds the same buffers as the
+        # module it is swapped with; kornia registers them only when it fits.
+        if input_shape:
+            d = math.prod(input_shape)
+            self.zca.register_buffer("mean_vector", torch.zeros(1, d))
+            self.zca.register_buffer("transform_matrix", torch.eye(d))
+            self.zca.register_buffer("transform_inv", torch.zeros(0))
+
     def fit(self, images):
         # float64 keeps the small eigenvalues accurate; MPS has no float64, so fit on the CPU there.
         device = "cpu" if images.device.type == "mps" else images.device
