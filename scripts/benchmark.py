@@ -69,6 +69,7 @@ def compose(overrides: list[str], out_dir: Path):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
+    import reglab.cli  # noqa: F401  (registers reglab's resolvers, as the console scripts do)
     from reglab.core.paths import CONF_DIR
 
     GlobalHydra.instance().clear()
@@ -377,7 +378,7 @@ def write_cifar10(root: Path, n_train: int = 50000, n_test: int = 10000) -> None
     rng = np.random.default_rng(0)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    names = [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test", n_test)]
+    names = [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]
     for name, n in names:
         entry = {
             "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
@@ -403,6 +404,7 @@ def peak_rss_cifar10_resnet18(train_batches: int, extra=()):
                 "trainer=cpu",
                 f"paths.data_dir={tmp}/data",
                 f"paths.log_dir={tmp}/logs",
+                "data.verify_checksums=false",  # full-size files, but written here, not published
                 "trainer.max_epochs=1",
                 f"++trainer.limit_train_batches={train_batches}",
                 "++trainer.limit_val_batches=1",
