@@ -1,10 +1,13 @@
 """The comparison protocol and hyperparameter search over current Optuna (an entry-point layer).
 
-``protocol.py`` plans ``experiment=compare`` (tune, paired-seed test, cocktail); ``search.py`` a
-single search (``hparams_search=...``); ``session.py`` asks Optuna for trials and hands them to
-Hydra's launcher; ``studies.py`` opens the storage (SQLite, any Optuna URL, a journal file for
-several workers); ``space.py`` reads each technique's ``_search_``; ``pruning.py`` is the callback
-inside each trial; ``jobs.py`` turns trials into job overrides; ``sweep.py`` reads the command line. Hydra finds
-the sweeper through
-``hydra_plugins/reglab_sweeper``.
+- ``sweep.py``: what ``hydra/sweeper=reglab`` does with a command line (search or comparison);
+- ``protocol.py``: ``experiment=compare``: tune, paired-seed test, cocktail; ``protocol.json``;
+- ``search.py``: one search (``hparams_search=...``);
+- ``session.py``: the storage, the heartbeat, and the rounds that fill the studies' budgets;
+- ``studies.py``: storages (SQLite, any Optuna URL, journal files) and budgets shared by workers;
+- ``space.py``: each technique's ``_search_`` and Hydra's sweep syntax as Optuna distributions;
+- ``jobs.py``: trials as training jobs (overrides) handed to Hydra's launcher, and their results;
+- ``pruning.py``: the Lightning callback inside each trial that lets the pruner stop it.
+
+Hydra finds the sweeper class through ``hydra_plugins/reglab_sweeper``.
 """
