@@ -54,3 +54,29 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Failed runs" in md and "bogus" in md
     assert (pd.read_csv(tmp_path / "results.csv")["n"] == [1, 0]).all()
+
+
+def _protocol(stage: str, technique: str) -> dict:
+    return {"stage": stage, "technique": technique, "trial": 0, "params": {}, "study": "s"}
+
+
+def test_only_failed_tested_runs_fail_a_comparison(tmp_path):
+    """A diverging tuning trial is a search result; a failed tested run fails the comparison."""
+    from omegaconf import OmegaConf
+
+    from .conftest import write_run
+
+    sweep = tmp_path / "sweep"
+    for seed, (b, t) in enumerate([(0.90, 0.92), (0.91, 0.93)]):
+        write_run(
+            sweep, f"{seed}_base", "baseline", b, seed, protocol=_protocol("test", "baseline")
+        )
+        write_run(sweep, f"{seed}_l2", "l2", t, seed, protocol=_protocol("test", "l2"))
+    write_run(sweep, "9_l2_tune", "l2", None, 0, protocol=_protocol("tune", "l2"))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    ReportCallback().on_multirun_end(config)  # no SystemExit: only a tuning trial failed
+    assert (sweep / "report.md").is_file()
+    write_run(sweep, "2_l2", "l2", None, 2, protocol=_protocol("test", "l2"))
+    with pytest.raises(SystemExit) as e:
+        ReportCallback().on_multirun_end(config)
+    assert e.value.code == 1
