@@ -41,9 +41,8 @@ def quiet_lightning() -> None:
 def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
     k = multistep.check(cfg.get("execution") or {})
     dm = DataModule(**to_plain(cfg.data), seed=cfg.seed)
-    dm.setup(
-        "fit"
-    )  # now, so missing or corrupt files and a too large subset fail before any Trainer
+    # Now, so that missing or corrupt files and a too large subset fail before any Trainer.
+    dm.setup("fit")
     cls = multistep.MultiStepClassifier if k > 1 else Classifier
     model = cls(
         model=to_plain(cfg.model),
@@ -59,6 +58,8 @@ def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
         execution={k_: v for k_, v in to_plain(cfg.get("execution") or {}).items()
                    if k_ != "steps_per_execution"},
     )  # fmt: skip
+    if k > 1:
+        model.steps_per_execution = k
     check_batch_norm(dm, model)
     return dm, model
 
@@ -139,7 +140,7 @@ def build_trainer(
     loggers = make_loggers(cfg)
     callbacks += tracking_callbacks(loggers)
     if isinstance(model, multistep.MultiStepClassifier):
-        multistep.configure(multistep.check(cfg.execution), dm, model, kwargs, callbacks)
+        multistep.configure(dm, model, kwargs, callbacks)
     has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     kwargs.setdefault("enable_checkpointing", has_ckpt)
     # Atomic checkpoint writes and weights-only loads, for every save and load the Trainer does.

@@ -7,8 +7,9 @@ optimizer step for each, through ``manual_backward`` and ``LightningOptimizer.st
 Lightning's backward, optimizer-step and precision hooks still run; schedulers are stepped as
 Lightning steps them. Same batches, same order, same results as k=1 (tests/training/test_multistep.py).
 
-This file is the whole mode: ``reglab.training.assemble`` calls ``check`` and ``configure``;
-delete the file and those two calls to remove it.
+This file is the whole mode: ``reglab.training.assemble.build`` checks k once (``check``) and
+picks ``MultiStepClassifier``, ``build_trainer`` calls ``configure``; delete the file and those
+uses to remove it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class MultiStepClassifier(Classifier):
     """The Classifier, stepping through the k batches of each Lightning batch itself."""
 
     automatic_optimization = False
-    steps_per_execution = 1  # set by ``configure``; not a hyperparameter: checkpoints stay plain
+    steps_per_execution = (
+        1  # set by ``assemble.build``; not a hyperparameter: checkpoints stay plain
+    )
     micro_batch = 0
 
     def training_step(self, batch, batch_idx):
@@ -70,10 +73,10 @@ def check(execution) -> int:
                          low=1, integer=True)  # fmt: skip
 
 
-def configure(
-    k: int, dm, model: MultiStepClassifier, trainer_kwargs: dict, callbacks: list
-) -> None:
-    """Set k on the loader and the module; refuse what needs Lightning's hooks after every step."""
+def configure(dm, model: MultiStepClassifier, trainer_kwargs: dict, callbacks: list) -> None:
+    """Set the module's k (``build`` checked it) on the loader; refuse what needs Lightning's
+    hooks after every step."""
+    k = model.steps_per_execution
     per_batch = [type(c).__name__ for c in callbacks if isinstance(c, PER_BATCH_CALLBACKS)]
     clip = trainer_kwargs.get("gradient_clip_val")
     accumulate = trainer_kwargs.get("accumulate_grad_batches", 1)
@@ -84,4 +87,4 @@ def configure(
             "Lightning batch); use execution.steps_per_execution=1"
         )
     dm.steps_per_item = k
-    model.steps_per_execution, model.micro_batch = k, dm.batch_size
+    model.micro_batch = dm.batch_size
