@@ -9,9 +9,11 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,27 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: i
         text=True,
         timeout=timeout,
     )
+
+
+def popen_train(*overrides: str) -> subprocess.Popen:
+    """``reglab-train OVERRIDES`` in the background (stderr kept for failures), as a user would.
+    PYTHONPATH holds the repository, so configs may name classes of tests/ (callbacks)."""
+    exe = Path(sys.executable).parent / "reglab-train"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT_DIR)}
+    return subprocess.Popen([str(exe), *overrides], cwd=ROOT_DIR, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; fail if it dies or ``timeout`` passes."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
 
 
 # ----------------------------------------------------------------------------- tiny datasets

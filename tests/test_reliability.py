@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,15 @@ from reglab.training.assemble import FIT_METRICS
 from reglab.training.checkpoint import SafeCheckpointIO, load_checkpoint
 from reglab.training.loggers import load_env_file
 
-from .conftest import FAST, cli, train, write_cifar_dataset, write_idx_dataset
+from .conftest import (
+    FAST,
+    cli,
+    kill_when,
+    popen_train,
+    train,
+    write_cifar_dataset,
+    write_idx_dataset,
+)
 
 UNSTABLE = ("wall_time_s", "best_checkpoint")  # a clock and a path; everything else must match
 
@@ -388,14 +395,6 @@ def test_previous_run_is_the_newest_with_the_same_overrides(tmp_path):
     assert resume_argv(["-m", "seed=1,2", "resume=true"])[-1] == "resume=true"
 
 
-def _popen_train(*args: str) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "reglab-train"
-    return subprocess.Popen(
-        [str(exe), *args], cwd=ROOT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "WANDB_MODE": "offline"}, text=True,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     # Dropout and a cosine schedule: equal results need the RNG and scheduler states restored,
@@ -405,15 +404,8 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     reference = train(args, tmp_path / "reference")
 
     logs = tmp_path / "logs"
-    proc = _popen_train(*args, f"paths.log_dir={logs}")
-    deadline = time.time() + 300
-    while not list(logs.glob("runs/*/checkpoints/last.ckpt")):
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    proc = popen_train(*args, f"paths.log_dir={logs}")
+    kill_when(proc, lambda: list(logs.glob("runs/*/checkpoints/last.ckpt")), "no checkpoint")
     (run_dir,) = logs.glob("runs/*")
     killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
     assert killed_at < 3 and not (run_dir / "metrics.json").exists()  # it really was cut short
@@ -467,7 +459,7 @@ def test_two_runs_started_together_both_finish_in_folders_of_their_own(tmp_path)
     # for one name outright, so they always collide (the default goes through the same
     # reglab_new_dir: test_run_and_sweep_folders_are_made_once_per_config).
     name = "${reglab_new_dir:${paths.log_dir}/runs/same_second_baseline}"
-    procs = [_popen_train("trainer.max_epochs=3", f"seed={seed}", "callbacks=model_checkpoint",
+    procs = [popen_train("trainer.max_epochs=3", f"seed={seed}", "callbacks=model_checkpoint",
                           "logger=csv", "num_threads=1", f"paths.log_dir={tmp_path}",
                           f"hydra.run.dir='{name}'")
              for seed in (1, 2)]  # fmt: skip

@@ -9,7 +9,11 @@ out by hand in the tests.
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
+
+from reglab.core.paths import ROOT_DIR
 
 BASE = [0.90, 0.92, 0.94]
 L2 = [0.96, 0.97, 0.98]
@@ -178,3 +182,19 @@ def write_protocol_sweep(sweep: Path, with_protocol_json: bool = True) -> Path:
 @pytest.fixture
 def protocol_sweep(tmp_path) -> Path:
     return write_protocol_sweep(tmp_path / "protocol_sweep")
+
+
+def run_notebook(sweep: Path, tmp_path: Path, monkeypatch) -> tuple[list, str]:
+    """Execute notebooks/compare_techniques.ipynb on ``sweep``; its image outputs and its text.
+    Fails if any cell raised."""
+    monkeypatch.setenv("REGLAB_REPORT_DIR", str(sweep))
+    nb = nbformat.read(ROOT_DIR / "notebooks" / "compare_techniques.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    text = "".join(
+        str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs
+    )
+    return images, text

@@ -1,13 +1,10 @@
 import json
 
-import nbformat
 import pandas as pd
-from nbclient import NotebookClient
 
-from reglab.core.paths import ROOT_DIR
 from reglab.report.cli import main
 
-from .conftest import SEEDS, TRIALS, protocol_json, write_protocol_sweep, write_trial
+from .conftest import SEEDS, TRIALS, protocol_json, run_notebook, write_protocol_sweep, write_trial
 
 
 def section(md: str, title: str) -> str:
@@ -88,17 +85,8 @@ def test_wandb_report_logs_every_plot(protocol_sweep):
 
 def test_notebook_draws_the_protocol_plots(tmp_path, monkeypatch):
     sweep = write_protocol_sweep(tmp_path / "sweep")
-    monkeypatch.setenv("REGLAB_REPORT_DIR", str(sweep))
-    nb = nbformat.read(ROOT_DIR / "notebooks" / "compare_techniques.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    images, text = run_notebook(sweep, tmp_path, monkeypatch)
     assert len(images) == 3  # the per-setting panels, strength response, train vs validation
-    text = "".join(
-        str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs
-    )
     assert "44 runs, 0 failed" in text and "Significant alone, not after the correction" in text
     assert "dropout+l2" in text
 

@@ -8,11 +8,6 @@ not (each was seen to change metrics.json on its own when left out).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +16,7 @@ import torch
 from reglab.core.paths import ROOT_DIR
 from reglab.data import IndexBatches, Split
 
-from ..conftest import cli, train
+from ..conftest import cli, kill_when, popen_train, train
 
 UNSTABLE = ("wall_time_s", "best_checkpoint")  # a clock and a path; everything else must match
 
@@ -102,18 +97,7 @@ def test_sigkill_inside_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_pa
     args = [*KILL_ARGS, f"paths.log_dir={logs}",
             "+callbacks.pause._target_=tests.training.pause.PauseAt",
             "+callbacks.pause.step=45", f"+callbacks.pause.marker={marker}"]  # fmt: skip
-    exe = Path(sys.executable).parent / "reglab-train"
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT_DIR)}
-    proc = subprocess.Popen([str(exe), *args], cwd=ROOT_DIR, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() < deadline, "the run did not reach step 45 within 300 s"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    kill_when(popen_train(*args), marker.exists, "the run did not reach step 45")
 
     (run_dir,) = logs.glob("runs/*")
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
