@@ -58,14 +58,20 @@ def test_train_subset_is_balanced_seeded_and_disjoint_from_val():
     assert not torch.equal(balanced_subset(labels, 20, 10, 0), balanced_subset(labels, 20, 10, 1))
 
 
-def test_digits_test_split_is_redrawn_per_split_seed():
-    tests = []
-    for split_seed in (0, 0, 3):
-        dm = DataModule("digits", split_seed=split_seed)
+def test_digits_test_pool_is_fixed_and_never_trained_or_validated_on():
+    # The paired seeds of a comparison re-draw train/val; the test pool must stay out of all of
+    # them (digits has no duplicate images, so bytes identify an example).
+    tests, vals, seen = [], [], set()
+    for split_seed in (0, 1, 2, 3, 7):
+        dm = DataModule("digits", split_seed=split_seed, seed=split_seed, val_fraction=0.25)
         dm.setup()
         tests.append(dm.test.images)
+        vals.append(dm.val.images)
         assert len(dm.train) + len(dm.val) + len(dm.test) == 1797
-    assert torch.equal(tests[0], tests[1]) and not torch.equal(tests[0], tests[2])
+        seen |= {x.numpy().tobytes() for split in (dm.train, dm.val) for x in split.images}
+    assert all(torch.equal(tests[0], t) for t in tests[1:])
+    assert not seen & {x.numpy().tobytes() for x in tests[0]}
+    assert not torch.equal(vals[0], vals[1])  # train/val did move between seeds
 
 
 # ----------------------------------------------------------------------------- batches

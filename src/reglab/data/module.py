@@ -75,8 +75,8 @@ class DataModule(pl.LightningDataModule):
         if train_subset is not None:
             train_subset = positive("data.train_subset", train_subset, integer=True)
         self.train_subset = train_subset
-        # split_seed fixes the test split where a dataset has none of its own (digits), the
-        # train/val split, subset and folds; seed only orders the training batches.
+        # split_seed fixes the train/val split, subset and folds; seed only orders the training
+        # batches. The test split never moves (digits, which has none of its own, fixes it).
         self.seed = number("seed", seed, integer=True)
         self.split_seed = nonnegative("data.split_seed", split_seed, integer=True)
         self.train_eval_size = positive("data.train_eval_size", train_eval_size, integer=True)
