@@ -1,28 +1,15 @@
 """Regularization techniques: one class each, one YAML each in ``conf/regularizer/``.
 
-A technique acts at one (or more) of a few points. The LitModule calls every hook of every
-selected technique and knows nothing about any technique in particular:
-
-========================  ==========================================  ===========================
-point                     hook                                        example
-========================  ==========================================  ===========================
-model                     ``model_kwargs(kwargs) -> kwargs``          dropout, batch norm
-batch (training only)     ``batch(x, y) -> (x, y)``                   noise, mixup, cutmix
-loss                      ``penalty(model) -> tensor``                L1, L2
-loss                      ``loss_kwargs(kwargs) -> kwargs``           label smoothing
-optimizer                 ``optimizer_kwargs(kwargs) -> kwargs``      decoupled weight decay
-training procedure        ``callbacks() -> [Callback]``               early stopping, SWA, EMA
-training procedure        ``trainer_kwargs(kwargs) -> kwargs``        gradient clipping
-training procedure        ``after_step(model)``                       max-norm
-========================  ==========================================  ===========================
-
-In ``batch``, ``y`` is either int64 class indices ``(N,)`` or float class probabilities
-``(N, num_classes)``; a technique that mixes targets returns probabilities.
+Each implements a few hooks of ``reglab.core.technique.Technique`` (the table of hooks is there);
+the LitModule calls every hook of every selected technique. The model-level techniques act on the
+built ``nn.Module``, so they reach any model (one brought by ``_target_`` included), or refuse in
+one line naming the model and what it lacks.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
@@ -31,40 +18,7 @@ from torch import nn
 
 from reglab.core import checks
 from reglab.core.errors import ConfigError, warn
-
-
-class Technique:
-    """Base class: every hook is a no-op; a technique overrides the ones it needs."""
-
-    # Test the weights held at the end of training (weight averaging: SWA, EMA) instead of
-    # reloading the best checkpoint.
-    final_weights: bool = False
-    # Set by the LitModule from the data; batch hooks that build soft targets need it.
-    num_classes: int | None = None
-
-    def model_kwargs(self, kwargs: dict) -> dict:
-        return kwargs
-
-    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, y
-
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        return None
-
-    def loss_kwargs(self, kwargs: dict) -> dict:
-        return kwargs
-
-    def optimizer_kwargs(self, kwargs: dict) -> dict:
-        return kwargs
-
-    def callbacks(self) -> list:
-        return []
-
-    def trainer_kwargs(self, kwargs: dict) -> dict:
-        return kwargs
-
-    def after_step(self, model: nn.Module) -> None:
-        return None
+from reglab.core.technique import Technique  # defined in the core: augment implements it too
 
 
 def penalized_weights(model: nn.Module) -> Iterator[torch.Tensor]:
@@ -155,51 +109,218 @@ class WeightDecay(Technique):
 
 # ----------------------------------------------------------------------------- model
 
+# What "hidden activation", "weight layer" and "norm" mean to the model hooks below. They read a
+# model's leaf modules in registration order, which is the order they run in nn.Sequential and in
+# the usual model code (torchvision's included); an activation called as a function (F.relu) is
+# not a module and is not seen.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.PReLU, nn.ELU)
+ACTIVATIONS += (nn.SELU, nn.CELU, nn.Tanh, nn.Hardswish, nn.Softplus)
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+NORM_FOR = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
+NORM_FOR[nn.Conv3d] = nn.BatchNorm3d
+# torchvision's residual blocks: the module that ends their residual branch (before the sum).
+# reglab's own blocks say it themselves, in a ``residual_branch`` attribute.
+TORCHVISION_BRANCH_ENDS = {"BasicBlock": "bn2", "Bottleneck": "bn3"}
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None]
+
+
+def _output_index(leaves: list[tuple[str, nn.Module]]) -> int:
+    """Index of the last weight layer (the one producing the logits): what is not hidden."""
+    found = [i for i, (_, m) in enumerate(leaves) if isinstance(m, WEIGHT_LAYERS)]
+    return found[-1] if found else len(leaves)
+
+
+def hidden_activations(model: nn.Module) -> list[str]:
+    leaves = _leaves(model)
+    return [n for n, m in leaves[: _output_index(leaves)] if isinstance(m, ACTIVATIONS)]
+
+
+def unnormalized_hidden_layers(model: nn.Module) -> list[str]:
+    """Hidden Linear/Conv layers with no norm between them and the next activation or layer."""
+    leaves = _leaves(model)
+    out = []
+    for i, (name, m) in enumerate(leaves[: _output_index(leaves)]):
+        if not isinstance(m, WEIGHT_LAYERS):
+            continue
+        after = (
+            n
+            for n, nxt in leaves[i + 1 :]
+            if isinstance(nxt, (*NORMS, *ACTIVATIONS, *WEIGHT_LAYERS))
+        )
+        nxt = next(after, None)
+        if nxt is None or not isinstance(model.get_submodule(nxt), NORMS):
+            out.append(name)
+    return out
+
+
+def residual_branch_ends(model: nn.Module) -> list[str]:
+    """The module ending each residual branch the model has, in order."""
+    out = []
+    for name, m in model.named_modules():
+        end = getattr(m, "residual_branch", None)
+        if end is None and type(m).__module__ == "torchvision.models.resnet":
+            end = TORCHVISION_BRANCH_ENDS.get(type(m).__name__)
+        if end:
+            out.append(f"{name}.{end}" if name else end)
+    return out
+
+
+def insert_after(model: nn.Module, name: str, new: nn.Module, tag: str) -> None:
+    """Put ``new`` right after the submodule ``name``, keeping every existing parameter's key
+    (checkpoints of the plain model keep their names): appended inside it if it is an
+    nn.Sequential, next to it (as ``<name>_<tag>``) if its parent is one, else wrapped with it."""
+    target = model.get_submodule(name)
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(target, nn.Sequential):
+        target.add_module(tag, new)
+    elif isinstance(parent, nn.Sequential):
+        items = list(parent._modules.items())
+        at = [k for k, _ in items].index(child) + 1
+        parent._modules.clear()
+        parent._modules.update([*items[:at], (f"{child}_{tag}", new), *items[at:]])
+    else:
+        setattr(parent, child, nn.Sequential(target, new))
+
+
+def with_input_layer(model: nn.Module, layer: nn.Module, tag: str) -> nn.Module:
+    """``layer`` applied to the model's input first."""
+    if isinstance(model, nn.Sequential):
+        items = list(model._modules.items())
+        model._modules.clear()
+        model._modules.update([(tag, layer), *items])
+        return model
+    return nn.Sequential(OrderedDict([(tag, layer), ("model", model)]))
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in training mode; the identity in eval mode. reglab's one noise
+    layer: ``activation_noise`` puts it after hidden activations, ``gaussian_noise`` applies it
+    to training batches."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = checks.nonnegative("GaussianNoise.std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.std > 0:
+            return x + torch.randn_like(x) * self.std
+        return x
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
+class DropPath(nn.Module):
+    """Zeroes the whole input of each sample with probability ``p`` in training mode (and scales
+    the kept ones by 1 / (1 - p)); the identity in eval mode. On a residual branch: stochastic
+    depth."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = checks.probability("DropPath.p", p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = torch.rand(shape, device=x.device, dtype=x.dtype) < keep
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _refuse(technique: str, model: str, lacks: str) -> ConfigError:
+    return ConfigError(f"regularizer={technique}: model {model} has no {lacks}")
+
 
 class Dropout(Technique):
-    """Dropout after every hidden layer (``p``) and on the input (``input_p``)."""
+    """Dropout after every hidden activation (``p``) and on the input (``input_p``)."""
 
     def __init__(self, p: float = 0.5, input_p: float = 0.2):
         self.p = checks.probability("regularizer.dropout.p", p)
         self.input_p = checks.probability("regularizer.dropout.input_p", input_p)
 
-    def model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "dropout": self.p, "input_dropout": self.input_p}
+    def model(self, module: nn.Module, name: str) -> nn.Module:
+        if self.p > 0:
+            activations = hidden_activations(module)
+            if not activations:
+                lacks = "hidden activation layer (nn.ReLU, nn.GELU, ...) to put dropout after"
+                raise _refuse(
+                    "dropout", name, f"{lacks}; regularizer.dropout.p=0 drops inputs only"
+                )
+            for a in activations:
+                insert_after(module, a, nn.Dropout(self.p), "dropout")
+        if self.input_p > 0:
+            module = with_input_layer(module, nn.Dropout(self.input_p), "input_dropout")
+        return module
 
 
 class ActivationNoise(Technique):
-    """Gaussian noise N(0, std^2) added to hidden activations, in training mode only."""
+    """Gaussian noise N(0, std^2) added after every hidden activation, in training mode only."""
 
     def __init__(self, std: float = 0.1):
         self.std = checks.nonnegative("regularizer.activation_noise.std", std)
 
-    def model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "activation_noise": self.std}
+    def model(self, module: nn.Module, name: str) -> nn.Module:
+        activations = hidden_activations(module)
+        if not activations:
+            raise _refuse("activation_noise", name, "hidden activation layer (nn.ReLU, ...)")
+        for a in activations:
+            insert_after(module, a, GaussianNoise(self.std), "noise")
+        return module
 
 
 class BatchNorm(Technique):
-    """A BatchNorm after every hidden linear/conv layer, before its activation."""
+    """A BatchNorm after every hidden Linear/Conv layer that has no norm yet, before its
+    activation."""
 
-    def model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "batch_norm": True}
+    def model(self, module: nn.Module, name: str) -> nn.Module:
+        layers = unnormalized_hidden_layers(module)
+        if not layers:
+            lacks = "hidden Linear/Conv layer without a norm after it (each is normalized already)"
+            raise _refuse("batch_norm", name, lacks)
+        for layer_name in layers:
+            layer = module.get_submodule(layer_name)
+            features = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            insert_after(module, layer_name, NORM_FOR[type(layer)](features), "bn")
+        return module
 
 
 class StochasticDepth(Technique):
-    """Drops whole residual branches per sample in training (resnet18 only); ``p`` is the drop
-    rate of the last block, decaying linearly to 0 for the first."""
+    """Drops whole residual branches per sample in training; ``p`` is the drop rate of the last
+    block, decaying linearly to 0 for the first. Acts on reglab's residual blocks and
+    torchvision's BasicBlock/Bottleneck."""
 
     def __init__(self, p: float = 0.1):
         self.p = checks.probability("regularizer.stochastic_depth.p", p)
 
-    def model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "stochastic_depth": self.p}
+    def model(self, module: nn.Module, name: str) -> nn.Module:
+        ends = residual_branch_ends(module)
+        if not ends:
+            lacks = "residual blocks (reglab's, torchvision's BasicBlock/Bottleneck) to drop"
+            raise _refuse(
+                "stochastic_depth", name, f"{lacks}: use model=resnet18 or torchvision_resnet18"
+            )
+        for i, end in enumerate(ends):
+            p = self.p * i / (len(ends) - 1) if len(ends) > 1 else self.p
+            if p > 0:
+                insert_after(module, end, DropPath(p), "drop_path")
+        return module
 
 
 class SmallModel(Technique):
     """Simplify the model: keep ``depth_factor`` of the layers, each ``width_factor`` as wide.
 
-    Acts on whichever width arguments the chosen model has: ``widths`` (MLPs), ``channels`` and
-    ``hidden`` (cnn), ``width`` (resnet18, whose depth is fixed, so it only gets narrower).
+    The model's config names its size arguments in ``_size_``: ``width``, the keys of widths (a
+    number or a list of numbers, each narrowed), and ``depth``, the key whose length (a list of
+    layers) or value (a count) is the depth. A model without ``depth`` only gets narrower.
     """
 
     def __init__(self, width_factor: float = 0.25, depth_factor: float = 0.5):
@@ -209,37 +330,49 @@ class SmallModel(Technique):
     def _narrow(self, n: int) -> int:
         return max(1, round(int(n) * self.width_factor))
 
-    def _fewer(self, layers) -> list[int]:
-        keep = max(1, math.ceil(len(layers) * self.depth_factor))
-        return [self._narrow(w) for w in list(layers)[:keep]]
+    def _fewer(self, n: int) -> int:
+        return max(1, math.ceil(n * self.depth_factor))
 
-    def model_kwargs(self, kwargs: dict) -> dict:
-        out = dict(kwargs)
-        for key in ("widths", "channels"):
-            if out.get(key):
-                out[key] = self._fewer(out[key])
-        for key in ("hidden", "width"):
-            if out.get(key):
-                out[key] = self._narrow(out[key])
-        if not any(out.get(k) for k in ("widths", "channels", "hidden", "width")):
+    def model_config(self, cfg: dict) -> dict:
+        label = cfg.get("name") or cfg.get("_target_")
+        size = cfg.get("_size_")
+        if not isinstance(size, dict) or not size.get("width"):
             raise ConfigError(
-                "regularizer=small_model: the model has none of the width arguments "
-                "widths / channels / hidden / width to shrink"
+                f"regularizer=small_model: model {label} does not say which arguments are its "
+                "size: give its config a _size_ entry, e.g. _size_: {width: [widths], depth: "
+                "widths}"
             )
+        widths, depth = size["width"], size.get("depth")
+        widths = [widths] if isinstance(widths, str) else list(widths)
+        out = dict(cfg)
+        for key in [*widths, *([depth] if depth else [])]:
+            if out.get(key) is None:
+                raise ConfigError(f"model._size_ names {key}, which model {label} does not set")
+        if depth:
+            value = out[depth]
+            if isinstance(value, (list, tuple)):
+                out[depth] = list(value)[: self._fewer(len(value))]
+            else:
+                out[depth] = self._fewer(int(value))
+        for key in widths:
+            value = out[key]
+            many = isinstance(value, (list, tuple))
+            out[key] = [self._narrow(w) for w in value] if many else self._narrow(value)
         return out
 
 
 # ----------------------------------------------------------------------------- batch (training)
 
 
-class GaussianNoise(Technique):
-    """Gaussian noise N(0, std^2) added to the (normalized) inputs of training batches."""
+class InputNoise(Technique):
+    """Gaussian noise N(0, std^2) added to the (normalized) inputs of training batches
+    (``regularizer=gaussian_noise``), by the same layer activation_noise uses."""
 
     def __init__(self, std: float = 0.1):
-        self.std = checks.nonnegative("regularizer.gaussian_noise.std", std)
+        self.noise = GaussianNoise(checks.nonnegative("regularizer.gaussian_noise.std", std))
 
-    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x + torch.randn_like(x) * self.std, y
+    def batch(self, x: torch.Tensor, y: torch.Tensor | None):
+        return self.noise(x), y
 
 
 def _soft_targets(y: torch.Tensor, num_classes: int | None, name: str) -> torch.Tensor:
@@ -256,6 +389,8 @@ def _soft_targets(y: torch.Tensor, num_classes: int | None, name: str) -> torch.
 class Mixup(Technique):
     """Train on convex combinations of pairs: ``lam * (x_i, y_i) + (1 - lam) * (x_j, y_j)``,
     ``lam ~ Beta(alpha, alpha)`` once per batch, partners ``j`` a random permutation."""
+
+    needs_targets = True
 
     def __init__(self, alpha: float = 0.2, num_classes: int | None = None):
         self.alpha = checks.positive("regularizer.mixup.alpha", alpha)
@@ -278,6 +413,8 @@ class CutMix(Technique):
     The box covers a fraction ``1 - lam`` of the image, ``lam ~ Beta(alpha, alpha)`` once per
     batch; after clipping the box to the image, the target weight is its exact area fraction.
     """
+
+    needs_targets = True
 
     def __init__(self, alpha: float = 1.0, num_classes: int | None = None):
         self.alpha = checks.positive("regularizer.cutmix.alpha", alpha)
@@ -323,16 +460,22 @@ class MaxNorm(Technique):
 
 
 class EarlyStopping(Technique):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; with the checkpoint callback
-    (``callbacks=default``) the test then uses the best checkpoint, not the last weights."""
+    """Stop when ``monitor`` has not improved (by more than ``min_delta``) for ``patience``
+    epochs, and put the weights of the best epoch back (Keras' ``restore_best_weights``): the
+    test uses them. ``reglab.training.selection`` keeps the best weights; each member of a
+    stacked job (``seeds=[...]``) stops on its own."""
 
     def __init__(
-        self, monitor: str = "val/acc", mode: str = "max", patience: int = 5, min_delta: float = 0.0
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        patience: int = 5,
+        min_delta: float = 0.0,
     ):
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError(
                 f"regularizer.early_stopping.monitor={monitor!r} must be a metric name such as "
-                "val/acc"
+                "val/loss"
             )
         self.monitor = monitor
         self.mode = checks.choice("regularizer.early_stopping.mode", mode, ("min", "max"))
@@ -455,9 +598,25 @@ class SWA(Technique):
         )
 
 
+def warmup_ema_avg_fn(decay: float):
+    """``torch.optim.swa_utils.AveragedModel``'s ``avg_fn`` for an EMA whose decay at update
+    ``n`` is ``min(decay, (1 + n) / (10 + n))`` (TF's ``ExponentialMovingAverage`` with
+    ``num_updates``). A fixed 0.99 in a 105-step run would keep a third of the untrained initial
+    weights at the end (0.99^105 = 0.35); with the warm-up the average spans about the last ninth
+    of the steps so far until ``decay`` binds, whatever the run's length."""
+
+    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged) -> torch.Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return d * averaged + (1.0 - d) * current
+
+    return avg_fn
+
+
 class EMA(Technique):
     """Exponential moving average of the weights after every step (Lightning's
-    ``EMAWeightAveraging``); validation and the test use the average."""
+    ``EMAWeightAveraging``) with a warm-up decay (``warmup_ema_avg_fn``); validation and the test
+    use the average."""
 
     final_weights = True
 
@@ -467,7 +626,9 @@ class EMA(Technique):
         )
 
     def callbacks(self) -> list:
-        return [pl.callbacks.EMAWeightAveraging(decay=self.decay)]
+        cb = pl.callbacks.EMAWeightAveraging(decay=self.decay)
+        cb._kwargs["avg_fn"] = warmup_ema_avg_fn(self.decay)  # passed on to AveragedModel
+        return [cb]
 
 
 class GradientClipping(Technique):
