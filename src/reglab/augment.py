@@ -1,10 +1,12 @@
 """Batched data augmentation on the training device: one class each, one YAML each in
 ``conf/augmentation/``.
 
-An augmentation takes a float batch ``(N, C, H, W)`` on the [0, 1] scale and returns one of the
-same shape, with random parameters drawn per sample. ``train_only`` augmentations touch training
-batches only; a preprocessing step such as ZCA whitening sets ``train_only = False``, is fitted
-once on the training split (``fit``) and is applied to every split.
+An augmentation is a technique (``reglab.core.technique.Technique``) whose ``batch`` hook maps a
+float batch ``(N, C, H, W)`` on the [0, 1] scale (stage ``pixels``) to one of the same shape, with
+random parameters drawn per sample, on training batches only. A preprocessing step such as ZCA
+whitening runs on normalized inputs (stage ``normalized``), on every split
+(``train_only = False``), and is fitted once on the training split (``fit``). The LitModule runs
+these hooks in the same loop as the regularizers' batch hooks, augmentations first.
 
 The random transforms draw one set of parameters per sample (``torchvision.transforms.v2`` on a
 batch would draw one set for the whole batch): from ``kornia.augmentation``, except ``affine``
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import kornia.augmentation as K
 import torch
@@ -31,27 +33,24 @@ from torch import nn
 from torch.nn import functional as F
 
 from reglab.core import checks
+from reglab.core.technique import Technique
 
-# Data where a horizontal flip turns a sample into something else (a mirrored 2, 3, 7, ...).
-FLIP_CHANGES_MEANING = ("digits", "mnist")
 # Policy operations that need RGB input (saturation); on grayscale they are the identity anyway.
 COLOR_ONLY_OPS = ("color",)
 PADDING_MODES = ("zeros", "border", "reflection")
 
 
-class Augmentation(nn.Module):
+class Augmentation(nn.Module, Technique):
     """Base class: identity. Subclasses override ``forward`` (and ``fit`` if they learn stats)."""
 
-    train_only: bool = True
-    # Applied after normalization (a preprocessing on standardized inputs) instead of before.
-    after_normalize: bool = False
+    stage = "pixels"
 
-    def fit(self, images: torch.Tensor) -> None:
-        """Learn statistics from the whole training split ([0, 1] scale, or normalized if
-        ``after_normalize``)."""
+    def check_data(self, data: Mapping, input_shape: Sequence[int] | None) -> None:
+        """Called once with the data config (what the data says about itself, such as
+        ``mirror_safe``) and ``(C, H, W)``: warn about or adapt to it."""
 
-    def check_data(self, data: str | None, input_shape: Sequence[int] | None) -> None:
-        """Called once with the dataset's name and ``(C, H, W)``: warn about or adapt to it."""
+    def batch(self, x: torch.Tensor, y: torch.Tensor | None):
+        return self(x), y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -65,10 +64,11 @@ class Flip(Augmentation):
         self.op = K.RandomHorizontalFlip(p=checks.probability("augmentation.flip.p", p, one=True))
 
     def check_data(self, data, input_shape):
-        if data in FLIP_CHANGES_MEANING:
+        if not data.get("mirror_safe", True):
             warnings.warn(
-                f"augmentation=flip on data={data}: a mirrored digit is not the same digit, so "
-                "horizontal flips change what a sample means here; drop flip for this dataset",
+                f"augmentation=flip on data={data.get('name')}, which says data.mirror_safe=false "
+                "(a mirrored digit is not the same digit): horizontal flips change what a sample "
+                "means here; drop flip for this dataset",
                 UserWarning,
                 stacklevel=2,
             )
@@ -104,9 +104,11 @@ class Crop(Augmentation):
         size = (x.shape[-2], x.shape[-1])
         if size not in self._ops:
             self._ops[size] = K.RandomCrop(
-                size, padding=self.padding_for(size[0]), fill=self.fill,
+                size,
+                padding=self.padding_for(size[0]),
+                fill=self.fill,
                 padding_mode=self.padding_mode,
-            )  # fmt: skip
+            )
         return self._ops[size](x)
 
 
@@ -167,11 +169,9 @@ class Affine(Augmentation):
         cos, sin = angle.cos(), angle.sin()
         # Forward map about the centre: x -> R(angle) * scale * [[1, -tan(shear)], [0, 1]] x + t
         # (kornia's order). Its inverse, scaled to normalized coordinates (x by 2/W, y by 2/H):
-        inv = torch.stack(
-            [cos - shear * sin, (sin + shear * cos) * (height / width),
-             -sin * (width / height), cos],
-            dim=1,
-        ).div_(scale[:, None]).view(n, 2, 2)  # fmt: skip
+        top = (cos - shear * sin, (sin + shear * cos) * (height / width))
+        inv = torch.stack([*top, -sin * (width / height), cos], dim=1)
+        inv = inv.div_(scale[:, None]).view(n, 2, 2)
         # shift is already normalized (2 * fraction): x_in = inv (x_out - shift).
         return torch.cat([inv, -(inv @ shift[:, :, None])], dim=2)
 
@@ -252,8 +252,8 @@ class Zca(Augmentation):
     thousandfold. The matrix and mean live in buffers, so checkpoints carry them.
     """
 
+    stage = "normalized"
     train_only = False
-    after_normalize = True
 
     def __init__(self, eps: float = 0.1):
         super().__init__()
@@ -317,10 +317,8 @@ class RandAugment(_PerSamplePolicy):
         num_ops = checks.number(
             "augmentation.randaugment.num_ops", num_ops, low=1, high=most, integer=True
         )
-        checks.number(
-            "augmentation.randaugment.magnitude", magnitude, low=0, high=30, low_open=True,
-            high_open=True,
-        )  # fmt: skip
+        key = "augmentation.randaugment.magnitude"
+        checks.number(key, magnitude, low=0, high=30, low_open=True, high_open=True)
         ops = [_KorniaRandAugment(n=1, m=magnitude, policy=[sub]) for sub in RAND_POLICY]
         super().__init__(ops, [sub[0][0] for sub in RAND_POLICY], num_ops)
 
@@ -334,32 +332,28 @@ class TrivialAugment(_PerSamplePolicy):
 
 
 class Pipeline(nn.Module):
-    """The selected augmentations, applied in config order."""
+    """The selected augmentations, in config order: the module that holds them (and ZCA's fitted
+    buffers, in checkpoints). The LitModule runs their ``batch`` hooks with the regularizers'."""
 
     def __init__(
         self,
         augmentations: dict[str, Augmentation] | None = None,
-        data: str | None = None,
+        data: Mapping | str | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         self.steps = nn.ModuleDict(augmentations or {})
+        data = {"name": data} if isinstance(data, str) or data is None else data
         for a in self.steps.values():
             a.check_data(data, input_shape)
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    def needs_fit(self) -> bool:
-        return any(type(a).fit is not Augmentation.fit for a in self.steps.values())
-
-    def fit(self, images: torch.Tensor, normalized: torch.Tensor) -> None:
-        """Fit each step on the training split, in the representation that step sees."""
-        for a in self.steps.values():
-            a.fit(normalized if a.after_normalize else images)
-
     def apply(self, x: torch.Tensor, train: bool, after_normalize: bool) -> torch.Tensor:
+        """The steps of one stage alone (``scripts/benchmark.py`` times them)."""
+        stage = "normalized" if after_normalize else "pixels"
         for a in self.steps.values():
-            if a.after_normalize == after_normalize and (train or not a.train_only):
+            if a.stage == stage and (train or not a.train_only):
                 x = a(x)
         return x

@@ -170,9 +170,9 @@ def residual_branch_ends(model: nn.Module) -> list[str]:
 
 
 def insert_after(model: nn.Module, name: str, new: nn.Module, tag: str) -> None:
-    """Put ``new`` right after the submodule ``name``, keeping every existing parameter's key
-    (checkpoints of the plain model keep their names): appended inside it if it is an
-    nn.Sequential, next to it (as ``<name>_<tag>``) if its parent is one, else wrapped with it."""
+    """Put ``new`` right after the submodule ``name``: appended inside it if it is an
+    nn.Sequential, next to it (as ``<name>_<tag>``) if its parent is one (the existing keys stay
+    as they are), else wrapped with it (``<name>.0``, ``<name>.1``)."""
     target = model.get_submodule(name)
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model

@@ -1,6 +1,6 @@
 """``reglab.models.build``: a model config names its factory by ``_target_``, so a model can be
-added by a YAML file alone; older configs (a ``name`` only) still build; bad configs fail in one
-line naming the key."""
+added by a YAML file alone; every model takes every dataset's input (a first conv rebuilt for its channels) or is refused in one line; bad configs
+fail in one line naming the key. The model-level techniques act on any built model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from reglab.core.paths import CONF_DIR
 from reglab.models import MODELS, build
 
 YAMLS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if not p.stem.startswith("_"))
-OURS = [n for n in YAMLS if OmegaConf.load(CONF_DIR / "model" / f"{n}.yaml").get("defaults")]
+TARGETS = {n: OmegaConf.load(CONF_DIR / "model" / f"{n}.yaml")._target_ for n in YAMLS}
+OURS = [n for n in YAMLS if TARGETS[n].startswith("reglab.models.")]
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST family, CIFAR
 
 
@@ -38,19 +39,21 @@ def one_line_error(cfg, shape=(3, 32, 32), num_classes=10) -> str:
 # ----------------------------------------------------------------------------- YAML files
 
 
-def test_reglab_models_inherit_the_technique_arguments():
-    assert set(OURS) == set(MODELS)  # every reglab model has its YAML, each with _base
-    for name in OURS:
+def test_model_yamls_hold_the_architecture_only():
+    assert set(OURS) == set(MODELS)  # every reglab model has its YAML
+    for name in YAMLS:
         cfg = model_cfg(f"model={name}")
-        assert cfg._target_ == f"reglab.models.{name}" and cfg.name == name
-        assert {"dropout", "input_dropout", "batch_norm", "activation_noise"} <= set(cfg)
-        assert not {"channels_last", "compile", "tta"} & set(cfg)  # how it runs: not the model
-    # A model file's own value wins over _base's (_self_ comes last in its defaults list).
-    assert model_cfg("model=resnet18").batch_norm is True
-    assert model_cfg("model=mlp").batch_norm is False
+        assert cfg.name == name
+        # Techniques and how a run executes are not model keys.
+        assert not {"dropout", "input_dropout", "batch_norm", "activation_noise"} & set(cfg)
+        assert not {"stochastic_depth", "channels_last", "compile", "tta"} & set(cfg)
+        size = cfg.get("_size_")
+        if name in OURS:  # reglab's models say which arguments are their size
+            assert size.width and all(key in cfg for key in size.width)
+            assert size.get("depth") is None or size.depth in cfg
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", YAMLS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_every_model_yaml_builds_for_every_input_shape(name, shape):
     model = build(model_cfg(f"model={name}"), shape, 10)
@@ -75,58 +78,132 @@ def test_a_user_factory_gets_the_data_shape_only_if_it_names_it():
     assert model(torch.randn(5, 1, 8, 8)).shape == (5, 3)
 
 
-def test_a_config_from_before_targets_builds_the_registered_model():
-    old = {"name": "mlp", "widths": [16, 8], "dropout": 0.0, "batch_norm": False}
-    new = {"_target_": "reglab.models.mlp", **old}
-    torch.manual_seed(0)
-    a = build(old, (1, 8, 8), 10)
-    torch.manual_seed(0)
-    b = build(new, (1, 8, 8), 10)
-    assert [tuple(p.shape) for p in a.parameters()] == [
-        (16, 64),
-        (16,),
-        (8, 16),
-        (8,),
-        (10, 8),
-        (10,),
-    ]
-    # The same layers, names and initial weights: its checkpoint loads into either.
-    sa, sb = a.state_dict(), b.state_dict()
-    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def test_the_name_is_a_label_when_there_is_a_target():
     model = build({"_target_": "reglab.models.mlp", "name": "my_mlp", "widths": [4]}, (1, 8, 8), 2)
     assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)] == [4, 2]
 
 
+# ----------------------------------------------------------------------------- the data's input
+
+
+def test_torchvision_resnet18_takes_one_channel_digits():
+    cfg = model_cfg("model=torchvision_resnet18")
+    model = build(cfg, (1, 8, 8), 10)
+    assert model.conv1.in_channels == 1 and model.conv1.out_channels == 64
+    assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+    assert model.training  # the check's forward pass runs in eval mode, then puts it back
+    assert model(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_a_model_that_cannot_take_the_data_is_one_line():
+    msg = one_line_error({"_target_": "tests.models.factories.fixed", "name": "fixed"}, (1, 8, 8))
+    assert msg.startswith("model fixed cannot take the data's inputs of shape (1, 8, 8): ")
+    cfg = {"_target_": "torchvision.models.resnet18", "num_classes": 10}
+    assert (
+        one_line_error(cfg) == "model.num_classes is set from the data; remove it from the config"
+    )
+
+
 # ----------------------------------------------------------------------------- technique hooks
 
 
-def apply(technique: R.Technique, cfg) -> dict:
-    """The model config after a technique's hook, as the LitModule hands it to ``build``."""
-    return technique.model_kwargs(OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg)
+def with_techniques(techniques, cfg, shape=(1, 28, 28)) -> torch.nn.Module:
+    """The model the LitModule builds: config hooks, ``build``, then the model hooks."""
+    cfg = OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else dict(cfg)
+    label = cfg.get("name") or cfg["_target_"]
+    for t in techniques:
+        cfg = t.model_config(cfg)
+    model = build(cfg, shape, 10)
+    for t in techniques:
+        model = t.model(model, label)
+    return model
+
+
+def kinds(model: torch.nn.Module, cls) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, cls)]
 
 
 @pytest.mark.parametrize("name", OURS)
-def test_model_technique_hooks_act_on_the_yaml(name):
-    cfg = model_cfg(f"model={name}")
-    for technique in (R.Dropout(0.3, 0.1), R.BatchNorm(), R.ActivationNoise(0.2), R.SmallModel()):
-        cfg = apply(technique, cfg)
-    model = build(cfg, (1, 28, 28), 10)
-    modules = list(model.modules())
-    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in modules)
-    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in modules)  # on the input
-    assert any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in modules)
+def test_model_techniques_act_on_every_reglab_model(name):
+    techniques = [R.Dropout(0.3, 0.1), R.ActivationNoise(0.2), R.SmallModel()]
+    model = with_techniques(techniques, model_cfg(f"model={name}"))
+    activations = len(kinds(build(model_cfg(f"model={name}"), (1, 28, 28), 10), R.ACTIVATIONS))
+    assert [m.p for m in kinds(model, torch.nn.Dropout)][0] == 0.1  # the input, first
+    assert sum(m.p == 0.3 for m in kinds(model, torch.nn.Dropout)) >= 1
+    assert len(kinds(model, R.GaussianNoise)) == len(kinds(model, torch.nn.Dropout)) - 1
     full = build(model_cfg(f"model={name}"), (1, 28, 28), 10)
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters())
+    if name != "resnet18":  # resnet18 reuses no activation module; every one gets its dropout
+        assert len(kinds(model, R.GaussianNoise)) <= activations
+    x = torch.randn(4, 1, 28, 28)
+    assert model.eval()(x).shape == (4, 10)
 
 
-def test_a_technique_the_model_does_not_take_is_one_line():
-    cfg = apply(R.Dropout(), model_cfg("model=torchvision_resnet18"))
-    assert one_line_error(cfg) == "model.dropout is not an argument of torchvision.models.resnet18"
-    msg = one_line_error(apply(R.StochasticDepth(0.1), model_cfg("model=cnn")))
-    assert "model.stochastic_depth=0.1" in msg and "model=resnet18" in msg
+def test_model_techniques_reach_a_model_brought_by_target():
+    cfg = model_cfg("model=torchvision_resnet18")
+    torch.manual_seed(0)
+    plain = build(cfg, (3, 32, 32), 10).eval()
+    torch.manual_seed(0)
+    model = with_techniques([R.Dropout(0.3, 0.1), R.StochasticDepth(0.5)], cfg, (3, 32, 32))
+    # torchvision's blocks reuse one ReLU module twice: it gets one dropout, used after both.
+    assert len(kinds(model, torch.nn.Dropout)) == 1 + len(kinds(plain, torch.nn.ReLU))
+    assert len(kinds(model, R.DropPath)) == 7  # 8 blocks; the first one's rate is 0
+    # The same weights (bn2 is wrapped with its DropPath: its keys gain a level), and in eval
+    # mode the same function.
+    mine, theirs = list(model.parameters()), list(plain.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model.eval()(x), plain(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
+def test_batch_norm_goes_where_a_model_has_none():
+    model = with_techniques([R.BatchNorm()], {"_target_": "tests.models.factories.net"})
+    assert isinstance(model.conv, torch.nn.Sequential)  # wrapped: conv, then its BatchNorm
+    assert isinstance(model.conv[1], torch.nn.BatchNorm2d) and model.conv[1].num_features == 4
+    mlp = with_techniques([R.BatchNorm()], model_cfg("model=mlp"))
+    names = [n for n, m in mlp.named_children()]
+    assert names == ["0", "1", "1_bn", "2", "3", "3_bn", "4", "5"]  # before each activation
+
+
+@pytest.mark.parametrize(
+    "technique, model, message",
+    [
+        (R.BatchNorm(), "torchvision_resnet18",
+         "regularizer=batch_norm: model torchvision_resnet18 has no hidden Linear/Conv layer "
+         "without a norm after it (each is normalized already)"),
+        (R.BatchNorm(), "resnet18", "regularizer=batch_norm: model resnet18 has no hidden"),
+        (R.StochasticDepth(0.1), "cnn",
+         "regularizer=stochastic_depth: model cnn has no residual blocks (reglab's, torchvision's "
+         "BasicBlock/Bottleneck) to drop: use model=resnet18 or torchvision_resnet18"),
+        (R.SmallModel(), "torchvision_resnet18",
+         "regularizer=small_model: model torchvision_resnet18 does not say which arguments are "
+         "its size: give its config a _size_ entry, e.g. _size_: {width: [widths], depth: "
+         "widths}"),
+    ],
+)  # fmt: skip
+def test_a_technique_with_nothing_to_act_on_is_one_line(technique, model, message):
+    with pytest.raises(ConfigError) as e:
+        with_techniques([technique], model_cfg(f"model={model}"))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_refusals_of_a_users_model_name_what_it_lacks():
+    cfg = {"_target_": "tests.models.factories.linear", "name": "linear"}
+    for technique, lacks in [
+        (R.Dropout(), "hidden activation layer"),
+        (R.ActivationNoise(), "hidden activation layer"),
+        (R.BatchNorm(), "hidden Linear/Conv layer"),
+    ]:
+        with pytest.raises(ConfigError, match=f"model linear has no {lacks}"):
+            with_techniques([technique], cfg)
+    # Input dropout alone needs no hidden layer.
+    model = with_techniques([R.Dropout(p=0.0, input_p=0.2)], cfg)
+    assert [m.p for m in kinds(model, torch.nn.Dropout)] == [0.2]
+    bad = {**cfg, "_size_": {"width": ["hidden"]}}
+    with pytest.raises(ConfigError, match="model._size_ names hidden, which model linear does not"):
+        with_techniques([R.SmallModel()], bad)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -140,12 +217,11 @@ def test_a_technique_the_model_does_not_take_is_one_line():
         ({"_target_": "reglab.models.mlp", "foo": 1}, "model.foo is not an argument of reglab.models.mlp"),
         ({"_target_": "reglab.models.mlp_5x500", "foo": 1},
          "model.foo is not an argument of reglab.models.mlp_5x500"),
-        ({"name": "mlp", "foo": 1}, "model.foo is not an argument of reglab.models.mlp"),
         ({"_target_": "reglab.models.vgg"}, "model._target_='reglab.models.vgg' cannot be found"),
         ({"_target_": "nosuch_package.net"}, "model._target_='nosuch_package.net' cannot be found"),
         ({"_target_": 3}, "model._target_=3 must be a dotted path"),
-        ({"name": "vgg"}, "model.name='vgg' is not a model; choose one of ["),
-        ({"_target_": "reglab.models.mlp", "dropout": 1.0}, "model.dropout=1.0 must be a number in [0, 1)"),
+        ({"name": "vgg"}, "model (name='vgg') has no _target_"),
+        ({"_target_": "reglab.models.mlp", "dropout": 0.5}, "model.dropout is not an argument of reglab.models.mlp"),
         ({"_target_": "reglab.models.mlp", "widths": "abc"}, "model.widths='abc' must be a list of"),
         ({"_target_": "reglab.models.mlp", "widths": []}, "model.widths=[] must be a non-empty list"),
         ({"_target_": "torchvision.models.resnet18", "progress": "yes"},

@@ -54,6 +54,7 @@ class DataModule(pl.LightningDataModule):
         torchvision_args: Mapping | None = None,
         image_folder: str | Path | None = None,
         image_size: int | list[int] | None = None,
+        mirror_safe: bool = True,
     ):
         super().__init__()
         self.source = find_source(name, torchvision, torchvision_args, image_folder)
@@ -84,6 +85,8 @@ class DataModule(pl.LightningDataModule):
         self.resident = flag("data.resident", resident)
         self.verify_checksums = flag("data.verify_checksums", verify_checksums)
         self.image_size = check_image_size(image_size)
+        # What the data says about itself, read by augmentation=flip (from the config, not here).
+        self.mirror_safe = flag("data.mirror_safe", mirror_safe)
         if self.source.num_classes is not None:
             self._check_subset_covers_classes(self.source.num_classes)
         # Training batches per item, set by the training layer before fit; see IndexBatches.

@@ -8,8 +8,13 @@ signature names it) plus the config's other keys, and returns an ``nn.Module`` m
     _target_: torchvision.models.resnet18
     name: torchvision_resnet18      # reglab's label: run names, the report
 
-reglab's own factories (``reglab.models.mlp``, ...) also take the technique arguments of
-``reglab.models.layers``, which the model-level regularizers (dropout, batch norm, ...) set.
+A config may also say which of its arguments are the model's size, for
+``regularizer=small_model``: ``_size_: {width: [widths], depth: widths}`` (not passed to the
+factory). The model-level techniques (dropout, batch norm, ...) act on the built module instead.
+
+``build`` checks the model against the data once, with a forward pass of two blank inputs: a
+model whose first conv takes another number of channels (torchvision's resnet18 takes 3; digits
+have 1) gets that conv rebuilt for the data's channels; any other mismatch is one line.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -27,18 +33,16 @@ from torch import nn
 from reglab.core import checks
 from reglab.core.errors import ConfigError
 from reglab.models.cnn import cnn
-from reglab.models.layers import GaussianNoise
 from reglab.models.mlp import mlp, mlp_5x500
 from reglab.models.resnet import BasicBlock, resnet18
 from reglab.models.speednet import speednet
 
 # The factories are attributes of the package under their modules' names, so a config says
 # `_target_: reglab.models.mlp` (the function; the module stays importable as reglab.models.mlp).
-__all__ = ["MODELS", "BasicBlock", "GaussianNoise", "build", "build_model", "cnn", "mlp"]
+__all__ = ["MODELS", "BasicBlock", "build", "build_model", "cnn", "mlp"]
 __all__ += ["mlp_5x500", "resnet18", "speednet"]
 
-# reglab's models by name: what a config with a ``name`` and no ``_target_`` builds (the
-# hyper-parameters of checkpoints saved before models had targets).
+# reglab's own factories by name, for ``build_model`` and the tests that run every model.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "mlp_5x500": mlp_5x500,
@@ -49,6 +53,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 # Set by reglab from the data, never by the config.
 _FROM_DATA = ("input_shape", "num_classes")
+# The config's own entry naming its size arguments (read by regularizer=small_model).
+SIZE_KEY = "_size_"
 
 
 def build(cfg: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Module:
@@ -56,26 +62,23 @@ def build(cfg: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Modu
     ``num_classes`` and, if the factory names it, ``input_shape``."""
     kwargs = {k: _plain(v) for k, v in cfg.items()}
     name = kwargs.pop("name", None)
+    kwargs.pop(SIZE_KEY, None)
     for key in _FROM_DATA:
         if key in kwargs:
             raise ConfigError(f"model.{key} is set from the data; remove it from the config")
-    if "_target_" in kwargs:
-        target = kwargs.pop("_target_")
-        factory = _partial(target, kwargs)
-    elif name in MODELS:
-        target, factory = f"reglab.models.{name}", functools.partial(MODELS[name], **kwargs)
-    else:
+    if "_target_" not in kwargs:
         raise ConfigError(
-            f"model.name={name!r} is not a model; choose one of {sorted(MODELS)}, or name a "
-            "factory in model._target_"
+            f"model (name={name!r}) has no _target_: name its factory, such as reglab.models.mlp"
         )
+    target = kwargs.pop("_target_")
+    factory = _partial(target, kwargs)
     fn, kwargs = factory.func, factory.keywords  # nested _target_ nodes are objects by now
     _check_arguments(fn, kwargs, target)
     given = {"num_classes": num_classes}
     if "input_shape" in (_parameters(fn) or {}):
         given["input_shape"] = tuple(input_shape)
     try:
-        return factory(**given)
+        model = factory(**given)
     except ConfigError:
         raise
     except TypeError as e:
@@ -87,11 +90,63 @@ def build(cfg: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Modu
     except (ValueError, KeyError) as e:  # a third-party factory's own check of a value
         why = f"{type(e).__name__}: {_one_line(e)}"
         raise ConfigError(f"model: {target} refused its arguments: {why}") from e
+    return fit_to_data(model, input_shape, num_classes, name or target)
+
+
+def fit_to_data(
+    model: nn.Module, input_shape: Sequence[int], num_classes: int, label: str
+) -> nn.Module:
+    """``model`` made to take the data: a first conv made for another number of input channels is
+    rebuilt (freshly initialized) for the data's; then one forward pass of two blank inputs
+    proves the rest, and a failure is one line naming the model and the shapes."""
+    shape = tuple(input_shape)
+    first = next(
+        ((n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None
+    )
+    if first and isinstance(first[1], nn.Conv2d) and first[1].in_channels != shape[0]:
+        name, conv = first
+        if conv.groups != 1:
+            raise ConfigError(
+                f"model {label}: its first conv ({name}) takes {conv.in_channels} channels in "
+                f"{conv.groups} groups, the data has {shape[0]}"
+            )
+        parent_name, _, child = name.rpartition(".")
+        new = nn.Conv2d(
+            shape[0],
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        )
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except RuntimeError as e:
+        raise ConfigError(
+            f"model {label} cannot take the data's inputs of shape {shape}: {_one_line(e)}"
+        ) from e
+    finally:
+        model.train(was_training)
+    if tuple(getattr(out, "shape", ())) != (2, num_classes):
+        got = tuple(out.shape[1:]) if hasattr(out, "shape") else type(out).__name__
+        raise ConfigError(
+            f"model {label} maps inputs of shape {shape} to {got}, not {num_classes} logits"
+        )
+    return model
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    """``build`` with the config spread out: ``build_model("mlp", (1, 8, 8), 10, dropout=0.1)``."""
-    return build({"name": name, **kwargs}, input_shape, num_classes)
+    """``build`` with the config spread out: ``build_model("mlp", (1, 8, 8), 10, widths=[64])``."""
+    if name not in MODELS:
+        raise ConfigError(f"model {name!r} is not one of reglab's; choose one of {sorted(MODELS)}")
+    return build(
+        {"_target_": f"reglab.models.{name}", "name": name, **kwargs}, input_shape, num_classes
+    )
 
 
 def _partial(target, kwargs: dict) -> functools.partial:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from reglab.core import checks
-from reglab.models.layers import check_technique_args, hidden_block, input_layers, sizes
+from reglab.models.layers import sizes
 
 
 def cnn(
@@ -15,23 +15,16 @@ def cnn(
     num_classes: int,
     channels: Sequence[int] = (32, 64),
     hidden: int = 128,
-    dropout: float = 0.0,
-    input_dropout: float = 0.0,
-    batch_norm: bool = False,
-    activation_noise: float = 0.0,
-    stochastic_depth: float = 0.0,
 ) -> nn.Module:
-    """Per entry of ``channels``, two 3x3 convs, then a 2x2 max-pool while the image is >= 8 px;
-    then one hidden layer of ``hidden`` units. Dropout acts on the hidden layer only."""
-    check_technique_args(dropout, input_dropout, batch_norm, activation_noise, stochastic_depth)
+    """Per entry of ``channels``, two 3x3 convs (each with a ReLU), then a 2x2 max-pool while the
+    image is >= 8 px; then one hidden layer of ``hidden`` units."""
     channels = sizes("model.channels", channels)
     hidden = checks.positive("model.hidden", hidden, integer=True)
-    layers = input_layers(input_dropout)
+    layers: list[nn.Module] = []
     c_in, size = input_shape[0], input_shape[1]
     for c in channels:
         for _ in range(2):
-            conv = nn.Conv2d(c_in, c, 3, padding=1, bias=not batch_norm)
-            layers += hidden_block(conv, c, batch_norm, 2, 0.0, activation_noise)
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(inplace=True)]
             c_in = c
         if size >= 8:
             layers.append(nn.MaxPool2d(2))
@@ -40,7 +33,6 @@ def cnn(
     # of test accuracy after one epoch (0.851 vs 0.877).
     head = min(size, 8)
     layers += [nn.AdaptiveAvgPool2d(head), nn.Flatten()]
-    linear = nn.Linear(c_in * head**2, hidden, bias=not batch_norm)
-    layers += hidden_block(linear, hidden, batch_norm, 1, dropout, activation_noise)
+    layers += [nn.Linear(c_in * head**2, hidden), nn.ReLU(inplace=True)]
     layers.append(nn.Linear(hidden, num_classes))
     return nn.Sequential(*layers)

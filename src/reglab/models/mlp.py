@@ -7,27 +7,18 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from reglab.models.layers import check_technique_args, hidden_block, input_layers, sizes
+from reglab.models.layers import sizes
 
 
 def mlp(
-    input_shape: Sequence[int],
-    num_classes: int,
-    widths: Sequence[int] = (256, 256),
-    dropout: float = 0.0,
-    input_dropout: float = 0.0,
-    batch_norm: bool = False,
-    activation_noise: float = 0.0,
-    stochastic_depth: float = 0.0,
+    input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (256, 256)
 ) -> nn.Module:
-    """Flatten, then per entry of ``widths`` a hidden layer (linear, [BatchNorm], ReLU, ...)."""
-    check_technique_args(dropout, input_dropout, batch_norm, activation_noise, stochastic_depth)
+    """Flatten, then per entry of ``widths`` a hidden layer (linear, ReLU)."""
     widths = sizes("model.widths", widths)
-    layers: list[nn.Module] = [nn.Flatten(), *input_layers(input_dropout)]
+    layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(input_shape)
     for w in widths:
-        linear = nn.Linear(fan_in, w, bias=not batch_norm)  # BatchNorm brings its own shift
-        layers += hidden_block(linear, w, batch_norm, 1, dropout, activation_noise)
+        layers += [nn.Linear(fan_in, w), nn.ReLU(inplace=True)]
         fan_in = w
     layers.append(nn.Linear(fan_in, num_classes))
     return nn.Sequential(*layers)

@@ -8,13 +8,7 @@ import torch
 from torch import nn
 
 from reglab.core import checks
-from reglab.models.layers import (
-    GaussianNoise,
-    check_technique_args,
-    input_layers,
-    norm2d,
-    sizes,
-)
+from reglab.models.layers import sizes
 
 
 class Scale(nn.Module):
@@ -36,41 +30,28 @@ def speednet(
     widths: Sequence[int] = (64, 128, 256),
     depth: int = 2,
     logit_scale: float = 0.125,
-    dropout: float = 0.0,
-    input_dropout: float = 0.0,
-    batch_norm: bool = True,
-    activation_noise: float = 0.0,
-    stochastic_depth: float = 0.0,
 ) -> nn.Module:
     """A 3x3 stem, then per entry of ``widths`` a block of ``depth`` 3x3 convs with a 2x2
     max-pool after the first (pooling before BatchNorm and the activation: 4x less work for
     them), global max-pool, a linear layer and a fixed logit scale (softer logits early in
     training)."""
-    check_technique_args(dropout, input_dropout, batch_norm, activation_noise, stochastic_depth)
     stem = checks.positive("model.stem", stem, integer=True)
     widths = sizes("model.widths", widths)
     depth = checks.positive("model.depth", depth, integer=True)
     logit_scale = checks.positive("model.logit_scale", logit_scale)
 
-    def act() -> list[nn.Module]:
-        return [nn.GELU(), *([GaussianNoise(activation_noise)] if activation_noise else [])]
-
-    layers = input_layers(input_dropout)
-    layers += [nn.Conv2d(input_shape[0], stem, 3, padding=1, bias=not batch_norm)]
-    layers += [norm2d(batch_norm, stem), *act()]
+    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], stem, 3, padding=1, bias=False)]
+    layers += [nn.BatchNorm2d(stem), nn.GELU()]
     c_in, size = stem, input_shape[1]
     for w in widths:
-        layers.append(nn.Conv2d(c_in, w, 3, padding=1, bias=not batch_norm))
+        layers.append(nn.Conv2d(c_in, w, 3, padding=1, bias=False))
         if size >= 2:
             layers.append(nn.MaxPool2d(2))
             size //= 2
-        layers += [norm2d(batch_norm, w), *act()]
+        layers += [nn.BatchNorm2d(w), nn.GELU()]
         for _ in range(depth - 1):
-            layers += [nn.Conv2d(w, w, 3, padding=1, bias=not batch_norm), norm2d(batch_norm, w)]
-            layers += act()
+            layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.GELU()]
         c_in = w
     layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
     layers += [nn.Linear(c_in, num_classes, bias=False), Scale(logit_scale)]
     return nn.Sequential(*layers)

@@ -1,9 +1,11 @@
 """The LitModule: model + techniques -> loss; torchmetrics; weight statistics once per epoch.
 
 A training batch arrives as uint8 images on the device and goes:
-``/255 -> augmentation (train only) -> normalize -> technique batch hooks -> model -> loss +
-penalties``. Validation and test batches go ``/255 -> normalize -> model`` (``predict_logits``),
-the one prediction path that ``trainer.test``, ``reglab-eval`` and ensembles share.
+``/255 -> batch hooks on [0, 1] images (augmentations) -> normalize -> batch hooks on normalized
+inputs (ZCA, noise, mixup) -> model -> loss + penalties`` (``transform``: one loop over the
+augmentations and regularizers alike). Validation and test batches go ``/255 -> normalize ->
+[preprocessing such as ZCA] -> model`` (``predict_logits``), the one prediction path that
+``trainer.test``, ``reglab-eval`` and ensembles share.
 
 Techniques act only through their hooks (``reglab.regularizers.Technique``); the optimizer and
 scheduler are ``_partial_`` configs (``reglab.training.optim``).
@@ -24,12 +26,10 @@ from reglab import models
 from reglab.augment import Pipeline
 from reglab.core import checks, names
 from reglab.core.errors import ConfigError, DivergenceError
-from reglab.regularizers import Technique
+from reglab.core.technique import Technique, overrides
 from reglab.training.metrics import Scores, TrainSums, weight_stats
 from reglab.training.optim import build_optimizer, build_scheduler, check_optimizer
 from reglab.training.speed import FastSetattr
-
-EXECUTION_KEYS = ("channels_last", "compile", "tta")  # checkpoints before 0.2 kept them in model
 
 
 def instantiate_named(cfg: Mapping | None, group: str) -> dict:
@@ -75,19 +75,22 @@ class Classifier(FastSetattr, pl.LightningModule):
                 t.num_classes = num_classes
         self.augment = Pipeline(
             instantiate_named(augmentation, "augmentation"),
-            data=(data or {}).get("name"),  # dataset-aware checks, e.g. flips on digits
+            data=data,  # what the data says about itself, e.g. mirror_safe: false (no flips)
             input_shape=input_shape,
         )
 
         model = dict(model)
-        execution = {**{k: model.pop(k) for k in EXECUTION_KEYS if k in model}, **(execution or {})}
+        execution = execution or {}
         self.channels_last = checks.flag(
             "execution.channels_last", execution.get("channels_last", False)
         )
         self.tta = checks.flag("execution.tta", execution.get("tta", False))
+        label = str(model.get("name") or model.get("_target_"))
         for t in self.techniques.values():
-            model = t.model_kwargs(model)
+            model = t.model_config(model)
         self.model = models.build(model, input_shape, num_classes)
+        for t in self.techniques.values():
+            self.model = t.model(self.model, label)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if checks.flag("execution.compile", execution.get("compile", False)):
@@ -121,12 +124,41 @@ class Classifier(FastSetattr, pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    def batch_steps(self, train: bool, targets: bool = True) -> list[Technique]:
+        """The techniques whose ``batch`` hook runs on this batch: augmentations, then
+        regularizers, in config order; without ``targets``, those that need none."""
+        steps = [*self.augment.steps.values(), *self.techniques.values()]
+        return [
+            t
+            for t in steps
+            if overrides(t, "batch")
+            and (train or not t.train_only)
+            and (targets or not t.needs_targets)
+        ]
+
+    def transform(
+        self, x: torch.Tensor, y: torch.Tensor | None, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 batch -> model input: /255, the batch hooks of stage "pixels", normalize, those
+        of stage "normalized" (``reglab.core.technique``)."""
+        steps = self.batch_steps(train, targets=y is not None)
+        if any(t.stage == "pixels" for t in steps):
+            x = x.float().div_(255.0)
+            for t in steps:
+                if t.stage == "pixels":
+                    x, y = t.batch(x, y)
+            x = (x - self.mean) / self.std
+        else:
+            x = x.float().mul_(self.scale).add_(self.shift)
+        for t in steps:
+            if t.stage == "normalized":
+                x, y = t.batch(x, y)
+        return x, y
+
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        """uint8 batch -> float, augmented (train only), normalized."""
-        if len(self.augment) == 0:
-            return x.float().mul_(self.scale).add_(self.shift)
-        x = self.augment.apply(x.float().div_(255.0), train, after_normalize=False)
-        return self.augment.apply((x - self.mean) / self.std, train, after_normalize=True)
+        """uint8 batch -> model input, through the batch hooks that need no targets (train:
+        augmentations and input noise; eval: preprocessing such as ZCA only)."""
+        return self.transform(x, None, train)[0]
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluation logits of a uint8 batch; with ``execution.tta`` the mean over the image and
@@ -136,17 +168,24 @@ class Classifier(FastSetattr, pl.LightningModule):
         return (logits + self(x.flip(-1))) / 2 if self.tta else logits
 
     def on_fit_start(self) -> None:
-        if self.augment.needs_fit():
-            x = self.trainer.datamodule.train.images.to(self.device).float().div_(255.0)
-            self.augment.fit(x, (x - self.mean) / self.std)
+        self.fit_statistics(self.trainer.datamodule.train.images)
+
+    def fit_statistics(self, images: torch.Tensor) -> None:
+        """The ``fit`` hooks (ZCA) on the training images; ``reglab.training.stack`` calls it
+        with each member's own."""
+        steps = [*self.augment.steps.values(), *self.techniques.values()]
+        steps = [t for t in steps if overrides(t, "fit")]
+        if steps:
+            x = images.to(self.device).float().div_(255.0)
+            normalized = (x - self.mean) / self.std
+            for t in steps:
+                t.fit(normalized if t.stage == "normalized" else x)
 
     def training_step(self, batch, batch_idx):
         return self.step_loss(*batch)
 
     def step_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(x, train=True)
-        for t in self.techniques.values():
-            x, y = t.batch(x, y)
+        x, y = self.transform(x, y, train=True)
         logits = self(x)
         loss = F.cross_entropy(logits, y, **self.loss_kwargs)
         total = loss
@@ -195,6 +234,11 @@ class Classifier(FastSetattr, pl.LightningModule):
     # ------------------------------------------------------------------ epoch-level logging
 
     def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_epoch_row(), prog_bar=False)
+
+    def train_epoch_row(self) -> dict:
+        """The epoch's training metrics and weight statistics, added to ``history``. Also called
+        by ``reglab.training.stack`` for each member of a stacked job."""
         s = self.sums
         self.check_finite(s.loss)
         if s.seen:  # weighted means, which torchmetrics reduces across DDP ranks
@@ -204,18 +248,24 @@ class Classifier(FastSetattr, pl.LightningModule):
         row = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
         self.train_loss.reset(), self.train_acc.reset()
         row.update(weight_stats(self.model))
-        self.log_dict(row, prog_bar=False)
         self._history_row(row)
+        return row
 
     def on_validation_epoch_end(self) -> None:
+        row = self.val_epoch_row(self.trainer.sanity_checking)
+        if row:
+            self.log_dict(row, prog_bar=True)
+
+    def val_epoch_row(self, sanity_check: bool = False) -> dict:
+        """The epoch's validation metrics (added to ``history``); empty for a sanity check."""
         row = self.val_scores.compute()
         self.val_scores.reset()
-        if self.trainer.sanity_checking:
-            return
+        if sanity_check:
+            return {}
         self.val_acc_best.update(row[names.VAL_ACC])
         row[names.VAL_ACC_BEST] = self.val_acc_best.compute()
-        self.log_dict(row, prog_bar=True)
         self._history_row(row)
+        return row
 
     def _history_row(self, row: dict) -> None:
         epoch = self.current_epoch
@@ -224,13 +274,16 @@ class Classifier(FastSetattr, pl.LightningModule):
         self.history[-1].update({k: float(v) for k, v in row.items()})
 
     def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_row())
+
+    def test_row(self) -> dict:
         row = self.test_scores.compute()
         if self.train_eval_scores.seen:
             row.update(self.train_eval_scores.compute())
             row[names.GAP_ACC] = row["train_eval/acc"] - row[names.TEST_ACC]
         row.update(weight_stats(self.model))
         self.test_scores.reset(), self.train_eval_scores.reset()
-        self.log_dict(row)
+        return row
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["history"] = self.history
