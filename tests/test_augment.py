@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from reglab.augment import Augmentation, RandAugment, TrivialAugment, Zca
 from reglab.core.errors import ConfigError
 from reglab.core.paths import CONF_DIR
+from reglab.core.technique import Technique, overrides
 from reglab.train import build
 from reglab.training.module import Classifier
 
@@ -37,7 +38,17 @@ def random_names() -> list[str]:
     return [n for n in NAMES if make(n).train_only]
 
 
-def classifier(augmentation: dict | None, data: str = "digits", shape=(1, 8, 8)) -> Classifier:
+def data_cfg(name: str) -> dict:
+    """What ``data=NAME`` says about itself (its YAML over conf/data/_base.yaml)."""
+    base = OmegaConf.load(CONF_DIR / "data" / "_base.yaml")
+    own = OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml")
+    own.pop("defaults", None)
+    return {"mirror_safe": base.mirror_safe, **OmegaConf.to_container(own)}
+
+
+def classifier(
+    augmentation: dict | None, data: str = "digits", shape=(1, 8, 8), regularizer=None
+) -> Classifier:
     return Classifier(
         model={"_target_": "reglab.models.mlp", "name": "mlp", "widths": [16]},
         input_shape=shape,
@@ -46,7 +57,8 @@ def classifier(augmentation: dict | None, data: str = "digits", shape=(1, 8, 8))
         std=(0.25,) * shape[0],
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
         augmentation=augmentation,
-        data={"name": data},
+        regularizer=regularizer,
+        data=data_cfg(data),
     )
 
 
@@ -98,9 +110,10 @@ def test_validation_and_test_batches_untouched(name):
             )
         }
     )
-    if model.augment.needs_fit():
+    step = model.augment.steps[name]
+    if overrides(step, "fit"):  # in the representation its stage sees
         images = torch.rand(500, 1, 8, 8)
-        model.augment.fit(images, (images - model.mean) / model.std)
+        step.fit((images - model.mean) / model.std if step.stage == "normalized" else images)
     if model.augment.steps[name].train_only:
         # The same eval batch twice, and the same as with no augmentation at all (up to rounding:
         # without augmentation, prepare fuses /255 and normalization into one multiply-add).
@@ -170,16 +183,53 @@ def test_zca_before_fit_is_a_clear_error():
 
 @pytest.mark.parametrize(
     ("data", "warns"),
-    [("digits", True), ("mnist", True), ("fashion_mnist", False), ("cifar10", False)],
-)
-def test_flip_warns_where_it_changes_the_meaning(data, warns):
+    [("digits", True), ("mnist", True), ("emnist", True), ("kmnist", True), ("svhn", True),
+     ("fashion_mnist", False), ("cifar10", False), ("cifar100", False)],
+)  # fmt: skip
+def test_flip_warns_where_the_data_says_it_is_not_mirror_safe(data, warns):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         classifier({"flip": {"_target_": "reglab.augment.Flip"}}, data=data)
     flips = [w for w in caught if "flip" in str(w.message)]
     assert bool(flips) == warns
     if warns:
-        assert data in str(flips[0].message)
+        assert data in str(flips[0].message) and "data.mirror_safe=false" in str(flips[0].message)
+
+
+class Seen(Augmentation):
+    """Records what its batch hook saw: its stage, the value range, whether y came."""
+
+    def __init__(self, label: str, log: list, stage: str = "normalized", **attrs):
+        super().__init__()
+        self.label, self.log, self.stage = label, log, stage
+        self.__dict__.update(attrs)
+
+    def batch(self, x, y):
+        self.log.append((self.label, round(float(x.min()), 3), round(float(x.max()), 3), y is None))
+        return x, y
+
+
+def test_augmentations_and_batch_techniques_share_one_hook_in_order():
+    """/255 -> augmentations on [0, 1] -> normalize -> ZCA -> the regularizers' batch hooks, in
+    one loop over Technique.batch; evaluation runs only the hooks that are not train_only."""
+    log: list = []
+    clf = classifier(None)  # mean 0.5, std 0.25: [0, 1] becomes [-2, 2]
+    clf.augment.steps["flip"] = make("flip")  # a real augmentation is a technique too
+    clf.augment.steps["pixels"] = Seen("pixels", log, stage="pixels")
+    clf.augment.steps["zca_like"] = Seen("zca_like", log, train_only=False)
+    clf.techniques = {"mix": Seen("mix", log, needs_targets=True), "noise": Seen("noise", log)}
+    assert all(isinstance(t, Technique) for t in clf.augment.steps.values())
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    x[:, :, 0, 0] = 255
+    clf.step_loss(x, torch.arange(4))
+    assert log == [("pixels", 0.0, 1.0, False), ("zca_like", -2.0, 2.0, False),
+                   ("mix", -2.0, 2.0, False), ("noise", -2.0, 2.0, False)]  # fmt: skip
+    log.clear()
+    clf.prepare(x, train=True)  # inputs only (for display): the target-mixing hook is skipped
+    assert [entry[0] for entry in log] == ["pixels", "zca_like", "noise"]
+    log.clear()
+    clf.prepare(x, train=False)
+    assert log == [("zca_like", -2.0, 2.0, True)]
 
 
 def test_crop_padding_scales_with_image_size():

@@ -16,7 +16,8 @@ from torch import nn
 
 from reglab import regularizers as R
 from reglab.core.errors import ConfigError
-from reglab.models import MODELS, BasicBlock, GaussianNoise
+from reglab.core.paths import CONF_DIR
+from reglab.regularizers import DropPath, GaussianNoise
 from reglab.train import build
 from reglab.training.module import weight_stats
 
@@ -238,17 +239,35 @@ def test_mixed_targets_sum_to_one_and_match_the_mixed_inputs(name, tmp_path):
 
 # ----------------------------------------------------------------------------- model
 
+MODEL_YAMLS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
 
 def test_dropout_is_random_in_train_mode_and_exact_in_eval_mode(tmp_path):
     _, clf = classifier(["regularizer=[dropout]"], tmp_path)
-    drops = [m for m in clf.model if isinstance(m, nn.Dropout)]
-    assert [d.p for d in drops] == [0.2, 0.5, 0.5]  # input, then each hidden layer
+    drops = [m for m in clf.model.modules() if isinstance(m, nn.Dropout)]
+    assert [d.p for d in drops] == [0.2, 0.5, 0.5]  # input, then after each hidden activation
+    names = [n for n, _ in clf.model.named_children()]
+    assert names == ["input_dropout", "0", "1", "2", "2_dropout", "3", "4", "4_dropout", "5"]
     x = clf.prepare(digits_batch()[0], train=False)
     clf.model.train()
     assert not torch.equal(clf.model(x), clf.model(x))
     clf.model.eval()
     assert torch.equal(clf.model(x), clf.model(x))
     assert torch.allclose(clf.model(x), forward_skipping(clf.model, (nn.Dropout,), x))
+
+
+def test_dropout_on_a_model_brought_by_target(tmp_path):
+    """torchvision's resnet18 on 1-channel digits, dropout added to the built module."""
+    torch.manual_seed(0)
+    _, plain = classifier(["model=torchvision_resnet18"], tmp_path)
+    torch.manual_seed(0)
+    _, clf = classifier(["model=torchvision_resnet18", "regularizer=[dropout]"], tmp_path)
+    assert any(isinstance(m, nn.Dropout) for m in clf.model.modules())
+    x = clf.prepare(digits_batch()[0], train=False)
+    clf.model.eval(), plain.model.eval()
+    assert torch.equal(clf.model(x), plain.model(x))  # same weights; eval: no dropout at all
+    clf.model.train()
+    assert not torch.equal(clf.model(x), clf.model(x))
 
 
 def test_activation_noise_acts_in_training_mode_only(tmp_path):
@@ -266,6 +285,10 @@ def test_batch_norm_layers_exist_and_running_stats_update(tmp_path):
     _, clf = classifier(["regularizer=[batch_norm]"], tmp_path)
     bns = [m for m in clf.model if isinstance(m, nn.BatchNorm1d)]
     assert len(bns) == 2
+    # Each right after its hidden layer, before the activation.
+    kinds = [type(m).__name__ for m in clf.model]
+    assert kinds[1:4] == ["Linear", "BatchNorm1d", "ReLU"]
+    assert kinds[4:7] == ["Linear", "BatchNorm1d", "ReLU"]
     before = [bn.running_mean.clone() for bn in bns]
     x, y = digits_batch()
     clf.train()
@@ -277,7 +300,7 @@ def test_batch_norm_layers_exist_and_running_stats_update(tmp_path):
     assert torch.allclose(clf(xn)[:1], clf(xn[:1]), atol=1e-5)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", MODEL_YAMLS)
 def test_small_model_has_fewer_parameters(model, tmp_path):
     def size(overrides):
         _, clf = classifier([f"model={model}", *overrides], tmp_path)
@@ -285,6 +308,11 @@ def test_small_model_has_fewer_parameters(model, tmp_path):
         return sum(p.numel() for p in clf.model.parameters()), n_layers
 
     full, full_layers = size([])
+    if model == "torchvision_resnet18":  # names no size arguments: refused in one line
+        with pytest.raises(ConfigError, match="model torchvision_resnet18 does not say") as e:
+            size(["regularizer=[small_model]"])
+        assert "\n" not in str(e.value)
+        return
     small, small_layers = size(["regularizer=[small_model]"])
     assert small < full / 4
     if model != "resnet18":  # resnet18's depth is fixed: narrower only
@@ -297,8 +325,11 @@ def test_stochastic_depth_drops_residual_branches_in_training_only(tmp_path):
          "regularizer.stochastic_depth.p=0.5"],
         tmp_path,
     )  # fmt: skip
-    block = [m for m in clf.model if isinstance(m, BasicBlock)][-1]
-    assert block.drop_prob == 0.5 and isinstance(block.shortcut, nn.Identity)
+    drops = [m for m in clf.model.modules() if isinstance(m, DropPath)]
+    # 8 blocks, rates rising linearly from 0 (no layer) to p for the last.
+    assert [round(d.p, 4) for d in drops] == [round(0.5 * i / 7, 4) for i in range(1, 8)]
+    block = clf.model[-4]  # the last residual block: identity shortcut, the branch ends in p=0.5
+    assert isinstance(block.shortcut, nn.Identity) and block.branch[-1] is drops[-1]
     torch.manual_seed(0)
     x = torch.randn(64, 32, 2, 2)
     block.train()
@@ -306,9 +337,19 @@ def test_stochastic_depth_drops_residual_branches_in_training_only(tmp_path):
     dropped = (out == torch.relu(x)).flatten(1).all(1)
     assert 10 < int(dropped.sum()) < 54  # about half the samples skip the branch
     block.eval()
-    assert torch.allclose(block(x), torch.relu(block.branch(x) + x))
-    with pytest.raises(ConfigError, match="stochastic_depth"):
+    assert torch.allclose(block(x), torch.relu(block.branch[:-1](x) + x))
+    with pytest.raises(ConfigError, match="regularizer=stochastic_depth: model mlp has no") as e:
         classifier(["model=mlp", "regularizer=[stochastic_depth]"], tmp_path)
+    assert "model=resnet18" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_model_techniques_refuse_in_one_line_naming_model_and_lack(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        classifier(["model=resnet18", "model.width=4", "regularizer=[batch_norm]"], tmp_path)
+    assert str(e.value).startswith(
+        "regularizer=batch_norm: model resnet18 has no hidden Linear/Conv layer without a norm"
+    )
+    assert "\n" not in str(e.value)
 
 
 # ----------------------------------------------------------------------------- training procedure
