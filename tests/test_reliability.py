@@ -77,8 +77,10 @@ def digits_ckpt(tmp_path_factory) -> Path:
 
 
 BAD = [
-    (["model.input_dropout=-0.1"], "model.input_dropout=-0.1 must be a number in [0, 1)"),
-    (["model.activation_noise=-1"], "model.activation_noise=-1 must be a number >= 0"),
+    (["regularizer=dropout", "regularizer.dropout.input_p=-0.1"],
+     "regularizer.dropout.input_p=-0.1 must be a number in [0, 1)"),
+    (["regularizer=activation_noise", "regularizer.activation_noise.std=-1"],
+     "regularizer.activation_noise.std=-1 must be a number >= 0"),
     (["regularizer=dropout", "regularizer.dropout.p=1.2"], "regularizer.dropout.p=1.2"),
     (["regularizer=gaussian_noise", "regularizer.gaussian_noise.std=-1"],
      "regularizer.gaussian_noise.std=-1"),
@@ -86,7 +88,8 @@ BAD = [
     (["regularizer=l1", "regularizer.l1.strength=-0.5"], "regularizer.l1.strength=-0.5"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be a number > 0"),
     (["optimizer.lr=0"], "optimizer.lr=0 must be a number > 0"),
-    (["optimizer.weight_decay=-0.01"], "optimizer.weight_decay=-0.01 must be a number >= 0"),
+    (["regularizer=weight_decay", "regularizer.weight_decay.strength=-0.01"],
+     "regularizer.weight_decay.strength=-0.01 must be a number >= 0"),
     (["data.train_subset=5"], "data.train_subset=5 is smaller than the 10 classes"),
     (["data.train_subset=100000"], "data.train_subset=100000 is larger than the 1212"),
     (["data.num_folds=5", "data.fold=5"], "data.fold=5 must be an integer in [0, 4]"),
@@ -97,8 +100,12 @@ BAD = [
     (["data.batch_size=-8"], "data.batch_size=-8 must be an integer > 0"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer > 0"),
     (["trainer.max_epochs=-3"], "trainer.max_epochs=-3 must be an integer > 0"),
-    (["regularizer=stochastic_depth"], "stochastic_depth needs residual blocks"),
-    (["model=cnn", "regularizer=stochastic_depth"], "stochastic_depth needs residual blocks"),
+    (["regularizer=stochastic_depth"],
+     "regularizer=stochastic_depth: model mlp has no residual blocks"),
+    (["model=cnn", "regularizer=stochastic_depth"],
+     "regularizer=stochastic_depth: model cnn has no residual blocks"),
+    (["model=torchvision_resnet18", "regularizer=batch_norm"],
+     "regularizer=batch_norm: model torchvision_resnet18 has no hidden Linear/Conv layer"),
     (["data.batch_size=abc"], "data.batch_size='abc' must be an integer"),
     (["optimizer.lr=fast"], "optimizer.lr='fast' must be a number"),
     (["trainer.max_epochs=ten"], "trainer.max_epochs='ten' must be an integer > 0"),
@@ -192,14 +199,12 @@ def _trainer_warnings(overrides: list[str], tmp_path: Path, capsys) -> list[str]
      (["regularizer=early_stopping", "regularizer.early_stopping.patience=2",
        "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=2"],
       "regularizer.early_stopping.patience=2 with trainer.max_epochs=6"),
-     (["callbacks=[default,early_stopping]", "trainer.max_epochs=4"],
-      "callbacks.early_stopping.patience=5 with trainer.max_epochs=4"),
      (["regularizer=[swa,early_stopping]", "trainer.max_epochs=10"],
       "regularizer.swa with regularizer.early_stopping: if early stopping ends the run"),
      (["regularizer=early_stopping", "regularizer.early_stopping.patience=2",
        "trainer.max_epochs=4"], None),
      (["regularizer=[swa]", "trainer.max_epochs=3"], None)],
-    ids=["patience>=epochs", "val-every-2", "callback", "swa+early_stopping", "fine", "swa-fine"],
+    ids=["patience>=epochs", "val-every-2", "swa+early_stopping", "fine", "swa-fine"],
 )  # fmt: skip
 def test_techniques_that_cannot_act_warn_in_one_line(overrides, expected, tmp_path, capsys):
     lines = _trainer_warnings(["callbacks=none", *overrides], tmp_path, capsys)
@@ -211,11 +216,12 @@ def test_techniques_that_cannot_act_warn_in_one_line(overrides, expected, tmp_pa
 
 
 def test_cli_bad_value_is_one_line_and_exit_2(tmp_path):
-    r = cli("reglab-train", "model.dropout=1.5", f"paths.log_dir={tmp_path}")
-    assert_one_line_error(r, "model.dropout=1.5", "[0, 1)")
+    bad = ["regularizer=dropout", "regularizer.dropout.p=1.5"]
+    r = cli("reglab-train", *bad, f"paths.log_dir={tmp_path}")
+    assert_one_line_error(r, "regularizer.dropout.p=1.5", "[0, 1)")
     (saved,) = tmp_path.glob("runs/*/metrics.json")
     record = json.loads(saved.read_text())
-    assert record["status"] == "failed" and "model.dropout=1.5" in record["error"]
+    assert record["status"] == "failed" and "regularizer.dropout.p=1.5" in record["error"]
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
 
 
@@ -241,8 +247,8 @@ def test_unknown_dataset_model_or_technique_names_the_options(override, message)
     check_group_choices(["regularizer=l1,l2", "data=glob(*)"])  # sweeps: fine or Hydra's job
 
 
-def test_unknown_model_name_in_config(tmp_path, no_fit):
-    with pytest.raises(ConfigError, match=r"model.name='vit' is not a model; choose one of"):
+def test_model_config_without_target(tmp_path, no_fit):
+    with pytest.raises(ConfigError, match=r"model \(name='vit'\) has no _target_: name its"):
         train([*FAST, "~model._target_", "model.name=vit"], tmp_path)
 
 

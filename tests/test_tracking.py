@@ -213,12 +213,12 @@ def test_wandb_mode_or_offline_setting_needs_no_key_check(monkeypatch):
 @pytest.mark.slow
 def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     """4 trials of the L2 strength search; a second, categorical dimension makes some trials
-    fail (a negative weight decay is refused): they are recorded as failed, the search goes on."""
+    fail (a validation fraction over 1 is refused): they are recorded as failed, the search goes on."""
     import optuna
 
     r = cli(
         "reglab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
-        "optimizer.weight_decay=choice(0.0,-1.0)", "hydra.callbacks.report.fail_on_error=false",
+        "data.val_fraction=choice(0.1,1.5)", "hydra.callbacks.report.fail_on_error=false",
         *FAST, f"paths.log_dir={tmp_path}",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -234,8 +234,8 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     failed = study.get_trials(states=[optuna.trial.TrialState.FAIL])
     assert done and failed and len(done) + len(failed) == 4
-    assert all(t.params["optimizer.weight_decay"] == 0.0 for t in done)
-    assert all(t.params["optimizer.weight_decay"] == -1.0 for t in failed)
+    assert all(t.params["data.val_fraction"] == 0.1 for t in done)
+    assert all(t.params["data.val_fraction"] == 1.5 for t in failed)
     assert best["best_params"] == study.best_params
     assert best["best_value"] == pytest.approx(max(t.value for t in done))
     assert 1e-6 <= best["best_params"]["regularizer.l2.strength"] <= 1e-2
@@ -253,7 +253,7 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert run["status"] == "ok" and run["val/acc"] == pytest.approx(t.value)
         else:
-            assert run["status"] == "failed" and "weight_decay" in run["error"]
+            assert run["status"] == "failed" and "val_fraction" in run["error"]
 
 
 def test_search_space_names_a_missing_knob(tmp_path):
