@@ -28,7 +28,7 @@ def test_multirun_writes_the_report(tmp_path):
     r = cli("reglab-train", "-m", "+technique=baseline,l2", "seed=1,2", *FAST,
             f"hydra.sweep.dir={tmp_path}")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("report.md", "results.csv", "accuracy.png", "val_curves.png", "acc_vs_gap.png"):
+    for name in ("report.md", "results.csv", "forest.png", "accuracy.png", "val_curves.png"):
         assert (tmp_path / name).is_file(), name
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results["technique"]) == ["baseline", "l2"] and list(results["n"]) == [2, 2]
@@ -56,8 +56,8 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert (pd.read_csv(tmp_path / "results.csv")["n"] == [1, 0]).all()
 
 
-def _protocol(stage: str, technique: str) -> dict:
-    return {"stage": stage, "technique": technique, "trial": 0, "params": {}, "study": "s"}
+def _protocol(stage: str, arm: str) -> dict:
+    return {"comparison": "c", "stage": stage, "arm": arm, "trial": 0, "params": {}}
 
 
 def test_only_failed_tested_runs_fail_a_comparison(tmp_path):
@@ -80,3 +80,31 @@ def test_only_failed_tested_runs_fail_a_comparison(tmp_path):
     with pytest.raises(SystemExit) as e:
         ReportCallback().on_multirun_end(config)
     assert e.value.code == 1
+
+
+def test_the_report_run_logs_the_forest_plot_and_the_verdict_table_to_wandb(
+    comparison_sweep, monkeypatch
+):
+    """W&B offline: the sweep's report run holds forest.png and results.csv as a wandb.Table."""
+    from omegaconf import OmegaConf
+
+    from ..conftest import read_wandb_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    logger = {"_target_": "pytorch_lightning.loggers.WandbLogger", "project": "reglab-test"}
+    config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(comparison_sweep)}}, "logger": {"wandb": logger}}
+    )
+    ReportCallback(fail_on_error=False).on_multirun_end(config)
+    (run_dir,) = (comparison_sweep / "wandb").glob("offline-run-*")
+    files = read_wandb_run(run_dir)["files"]
+    (table,) = [f for f in files if f.startswith("media/table/report/results")]
+    data = json.loads((run_dir / "files" / table).read_text())
+    results = pd.read_csv(comparison_sweep / "results.csv")
+    assert data["columns"] == list(results.columns) and "verdict" in data["columns"]
+    verdicts = dict(zip(results["technique"], results["verdict"], strict=True))
+    column = data["columns"].index("verdict")
+    arm = data["columns"].index("technique")
+    assert {r[arm]: r[column] for r in data["data"]} == verdicts
+    assert any(f.startswith("media/images/report/forest") for f in files)

@@ -1,79 +1,85 @@
-import math
-
+import numpy as np
 import pytest
+from matplotlib.collections import PathCollection, PolyCollection
 
-from reglab.report import load_protocol, load_runs, strength_response, tuning, write_report
-from reglab.report.plots import STRENGTH_PLOT, TRAIN_ACC, TRAIN_VAL_PLOT, is_log_scale, val_curves
-
-from .conftest import (
-    DROPOUT_KEY,
-    L2_KEY,
-    PATIENCE_KEY,
-    SEEDS,
-    TRIALS,
-    test_acc,
-    write_protocol_sweep,
+from reglab.report import (
+    load_runs,
+    load_sweep,
+    plot_accuracy,
+    plot_forest,
+    plot_val_curves,
+    strength_response,
+    summarize,
+    tuning,
+    write_report,
 )
+from reglab.report.plots import PLOTS, TRAIN_ACC, curves
+
+from .conftest import ARMS, DELTA, L2_KEY, N_TRIALS, PRUNED, SEEDS, arm_test, run_notebook
 
 
-def panels_of(sweep):
-    runs, protocol = load_runs(sweep), load_protocol(sweep)
-    return {p["technique"]: p for p in strength_response(runs, tuning(runs, protocol), protocol)}
+@pytest.fixture
+def read(comparison_sweep):
+    runs, sweep = load_runs(comparison_sweep), load_sweep(comparison_sweep)
+    return runs, summarize(runs, sweep)
 
 
-@pytest.mark.parametrize("with_protocol_json", [True, False])
-def test_strength_response_holds_every_trial_and_the_chosen_value(tmp_path, with_protocol_json):
-    sweep = write_protocol_sweep(tmp_path / "sweep", with_protocol_json)
-    panels = panels_of(sweep)
-    # Techniques without a knob (baseline, flip) get no panel; the cocktail has a section instead.
-    assert set(panels) == {"l2", "dropout", "early_stopping"}
-    for technique, key in (("l2", L2_KEY), ("dropout", DROPOUT_KEY),
-                           ("early_stopping", PATIENCE_KEY)):  # fmt: skip
-        p = panels[technique]
-        expected = sorted((params[key], val, status == "pruned")
-                          for params, val, status in TRIALS[technique])  # fmt: skip
-        got = sorted(zip(p["points"]["x"], p["points"]["y"], p["points"]["pruned"], strict=True))
-        assert got == expected and p["knob"] == key and p["metric"] == "tested"
-        assert math.isclose(p["baseline"], 0.930)
-    # The chosen value is the best finished trial by validation (the pruned ones never win).
-    assert panels["l2"]["chosen"] == 1e-4 and panels["dropout"]["chosen"] == 0.3
-    # A log search space is drawn on a log axis: declared in protocol.json, or inferred from a
-    # range of five decades without it; dropout's 0.1..0.7 stays linear either way.
-    assert panels["l2"]["log"] and not panels["dropout"]["log"]
-    assert not panels["early_stopping"]["log"]
-    # The x-axis spans the declared range, where protocol.json has it.
-    expected = (1e-6, 1e-1) if with_protocol_json else None
-    assert panels["l2"]["range"] == expected
+def test_the_forest_plot_has_a_row_per_arm_its_seeds_the_band_and_the_verdict(read):
+    _, summary = read
+    fig = plot_forest(summary, DELTA, "test/acc")
+    (ax,) = fig.axes
+    arms = [t.get_text() for t in ax.get_yticklabels()]
+    assert arms == list(summary["technique"][1:][::-1])  # the table's order, top down
+    texts = [t.get_text() for t in ax.texts]
+    for _, r in summary.iloc[1:].iterrows():
+        assert f"{r['verdict']} (n={r['n']})" in texts
+    (band,) = [p for p in ax.patches if p.get_label().startswith("±delta")]
+    assert np.isclose(band.get_x(), -DELTA) and np.isclose(band.get_width(), 2 * DELTA)
+    points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert points == sum(len(d) for d in summary["diffs"][1:])  # every seed's difference
 
 
-def test_log_scale_follows_the_declared_space_first():
-    assert is_log_scale([1e-6, 1e-1], {"log": True})
-    assert not is_log_scale([1e-6, 1e-1], {"log": False})  # declared linear: linear
-    assert is_log_scale([0.1, 0.2], {"scale": "log"})
-    assert is_log_scale([1e-6, 1e-4]) and not is_log_scale([0.1, 0.7])
-    assert not is_log_scale([0.0, 1e-2, 1.0]) and not is_log_scale(["a", "b"])
+def test_the_accuracy_plot_pairs_every_seed_with_the_baselines(read):
+    _, summary = read
+    (ax,) = plot_accuracy(summary, "test/acc").axes
+    segments = [line.get_xydata() for line in ax.lines]
+    assert len(segments) == sum(summary["n"][1:])
+    noise = summary[summary["technique"] == "noise"].iloc[0]
+    assert np.isclose(min(s[1, 0] for s in segments), 0.1)  # the failed seeds, at chance
+    assert sorted(noise["seed_scores"]) == pytest.approx(
+        sorted(0.1 if a is None else a for a in arm_test("noise"))
+    )
 
 
-def test_train_and_validation_curves_are_means_over_the_test_seeds(protocol_sweep):
-    runs = load_runs(protocol_sweep)
-    train, val = val_curves(runs, TRAIN_ACC), val_curves(runs, "val/acc")
-    # The histories end at train 1.0 (baseline) or 0.97 and at each run's accuracy; the tuning
-    # trials (validation only, other values of the knob) are not averaged in.
-    assert math.isclose(train["baseline"].iloc[-1], 1.0)
-    assert math.isclose(train["l2"].iloc[-1], 0.97)
-    for t in ("baseline", "l2", "cocktail"):
-        assert math.isclose(val[t].iloc[-1], sum(test_acc(t)) / len(SEEDS)), t
-    assert list(val.index) == [0, 1, 2, 3]
+def test_validation_curves_show_the_spread_across_seeds(read):
+    runs, _ = read
+    per_arm = curves(runs)
+    assert per_arm["baseline"].shape == (4, len(SEEDS))
+    assert per_arm["noise"].shape[1] == len(SEEDS) - 2  # failed runs have no curve
+    (ax,) = plot_val_curves(runs).axes
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == len(per_arm)
+    top = bands[0].get_paths()[0].vertices[:, 1]
+    assert top.max() - top.min() > 0
+    # Only tested runs: tuning trials (other knob values, a fixed 0.99 train curve) stay out.
+    assert np.isclose(curves(runs, TRAIN_ACC)["l2"].iloc[-1].mean(), 0.99)
 
 
-def test_protocol_plots_are_written(protocol_sweep):
-    report = write_report(protocol_sweep, quiet=True)
-    for name in (STRENGTH_PLOT, TRAIN_VAL_PLOT, "accuracy.png", "val_curves.png"):
-        path = protocol_sweep / name
+def test_strength_response_holds_every_trial_with_the_pruned_ones(read):
+    runs, _ = read
+    panels = {p["technique"]: p for p in strength_response(runs, tuning(runs))}
+    assert set(panels) == {a for a, (_, _, params, _) in ARMS.items() if params} - {"cocktail"}
+    l2 = panels["l2"]
+    assert l2["knob"] == L2_KEY and len(l2["points"]) == N_TRIALS
+    assert int(l2["points"]["pruned"].sum()) == PRUNED["l2"]
+    assert l2["chosen"] == ARMS["l2"][2][L2_KEY] and l2["space"]["log"] is True
+
+
+def test_every_plot_is_written_and_the_notebook_draws_them(comparison_sweep, tmp_path, monkeypatch):
+    report = write_report(comparison_sweep, quiet=True)
+    for name in PLOTS:
+        path = comparison_sweep / name
         assert path in report.files and path.read_bytes()[:4] == b"\x89PNG", name
-
-
-def test_a_plain_sweep_without_train_curves_gets_the_plots_it_always_had(fixed_sweep):
-    report = write_report(fixed_sweep, quiet=True)
-    pngs = sorted(p.name for p in report.files if p.suffix == ".png")
-    assert pngs == ["acc_vs_gap.png", "accuracy.png", "val_curves.png"]
+    images, text = run_notebook(comparison_sweep, tmp_path, monkeypatch)
+    assert len(images) == 3  # forest+accuracy+curves, strength response, train vs validation
+    assert "undecided" in text and "could have detected" in text

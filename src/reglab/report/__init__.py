@@ -1,17 +1,16 @@
-"""The report of a sweep: one table over every run, with error bars and tests against the baseline.
+"""The report of a sweep: one row per arm, each ending in a verdict a reader decides from.
 
-It reads only the ``metrics.json`` files under the sweep folder (one per job, next to its
-``.hydra/``) and, for a comparison protocol, its ``protocol.json``. One module per concern, in
-the order the data flows:
+It reads only the sweep folder: every ``metrics.json`` below it and ``multirun.yaml`` (the
+comparison's ``Protocol`` and tuning budget). One module per concern, in the order the data
+flows:
 
-    runs.py      the sweep's runs (metrics.json + overrides) -> one DataFrame, a row per run
-    tuning.py    a comparison protocol's tuning trials -> one row per (setting, technique):
-                 trials, the tuned values, the best validation score vs the baseline's
-    stats.py     -> one row per (setting, technique): mean ± std, Δ vs baseline (paired by seed),
-                 CI, p-value and Holm's adjustment, P(better), rank, tuned values; the best
-                 combination vs the best single technique
-    plots.py     matplotlib figures (accuracy, validation curves, accuracy vs gap; strength
-                 response of the tuning trials, train vs validation curves)
+    runs.py      the sweep's runs -> one DataFrame, a row per run; multirun.yaml -> Sweep
+    tuning.py    per arm: the tuning trials run (its budget), the tuned values, edge flags
+    stats.py     per arm: the paired set with the baseline, its verdict (reglab.stats), the
+                 metric on the paired seeds, the validation score; the cocktail against the
+                 best single technique chosen on validation
+    plots.py     forest plot, paired per-seed scores, validation curves with their spread,
+                 strength response of the tuning trials, train vs validation curves
     ensemble.py  each row's checkpoints evaluated as an ensemble -> ensemble.json
     render.py    report.md and the terminal table
     build.py     build_report / write_report: the steps above, in order
@@ -27,18 +26,18 @@ from reglab.report.build import build_report, write_report
 from reglab.report.cli import main  # console scripts installed before the split import it here
 from reglab.report.ensemble import load_ensemble, write_ensemble
 from reglab.report.plots import (
-    plot_acc_vs_gap,
     plot_accuracy,
     plot_all,
+    plot_forest,
     plot_strength_response,
     plot_train_val,
     plot_val_curves,
     strength_response,
 )
 from reglab.report.render import Report, findings
-from reglab.report.runs import load_protocol, load_runs
-from reglab.report.stats import cocktail_vs_best, summarize
-from reglab.report.tuning import tuning
+from reglab.report.runs import Sweep, load_runs, load_sweep
+from reglab.report.stats import best_on_validation, cocktail_vs_best, summarize
+from reglab.report.tuning import edges, tuning
 
 if TYPE_CHECKING:
     from reglab.report.callback import ReportCallback
@@ -46,16 +45,19 @@ if TYPE_CHECKING:
 __all__ = [
     "Report",
     "ReportCallback",
+    "Sweep",
+    "best_on_validation",
     "build_report",
     "cocktail_vs_best",
+    "edges",
     "findings",
     "load_ensemble",
-    "load_protocol",
     "load_runs",
+    "load_sweep",
     "main",
-    "plot_acc_vs_gap",
     "plot_accuracy",
     "plot_all",
+    "plot_forest",
     "plot_strength_response",
     "plot_train_val",
     "plot_val_curves",

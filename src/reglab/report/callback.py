@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from reglab.core.plan import Stage
 from reglab.report.build import write_report
 from reglab.report.ensemble import write_ensemble
 from reglab.training.loggers import log_report_table
@@ -20,8 +21,6 @@ class ReportCallback(Callback):
 
     ``ensemble: true`` first evaluates each row's runs as an ensemble (``ensemble.json``).
     ``note`` is read back from the sweep's ``multirun.yaml`` by the report itself."""
-
-    TESTED_STAGES = ("test", "cocktail_test")
 
     def __init__(self, ensemble: bool = False, fail_on_error: bool = True, note: str | None = None):
         self.ensemble = ensemble
@@ -37,9 +36,11 @@ class ReportCallback(Callback):
         report = write_report(sweep_dir)
         log_report_table(sweep_dir, config)  # a wandb.Table in the sweep's group, if logged to W&B
         failed = report.failed
-        if "stage" in failed.columns:
-            failed = failed[failed["stage"].isna() | failed["stage"].isin(self.TESTED_STAGES)]
+        failed = failed[failed["stage"].isna() | failed["stage"].isin(Stage.TESTING)]
         if len(failed) and self.fail_on_error:
-            print(f"reglab: error: {len(failed)} of {len(report.runs)} runs failed "
-                  f"(listed in {sweep_dir / 'report.md'})", file=sys.stderr)  # fmt: skip
+            print(
+                f"reglab: error: {len(failed)} of {len(report.runs)} runs failed "
+                f"(listed in {sweep_dir / 'report.md'})",
+                file=sys.stderr,
+            )
             sys.exit(1)

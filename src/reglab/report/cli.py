@@ -14,23 +14,29 @@ def main(argv: list[str] | None = None) -> int:
     """0 when every run finished, 1 when one failed, 2 when the folder holds no runs."""
     parser = argparse.ArgumentParser(
         prog="reglab-report",
-        description="Summarize a sweep folder: one row per technique (mean ± std over seeds or "
-        "folds), Δ test accuracy vs the baseline with a 95%% CI (paired by seed, else Welch), "
-        "Holm-adjusted p-values, P(better) and a rank; for a comparison protocol also the tuned "
-        "values, strength-response curves and the best combination. Writes report.md, "
+        description="Decide a sweep folder: one row per arm (technique), its paired difference "
+        "from the baseline by seed and a verdict (better / worse / equivalent within +-delta / "
+        "undecided with its minimum detectable effect), the tuning budget and tuned values; the "
+        "cocktail against the best single technique chosen on validation. Writes report.md, "
         "results.csv, runs.csv (tuning.csv) and PNG plots into the folder.",
     )
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (logs/sweeps/<date>_<time>)")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="also evaluate each row's runs as an ensemble (needs checkpoints)")  # fmt: skip
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also evaluate each row's runs as an ensemble (needs checkpoints)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the table")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"reglab: error: sweep_dir={args.sweep_dir}: no such folder", file=sys.stderr)
         return 2
     if not any(args.sweep_dir.rglob("metrics.json")):
-        print(f"reglab: error: sweep_dir={args.sweep_dir}: no metrics.json under it (is it a "
-              "sweep folder, logs/sweeps/<date>_<time>?)", file=sys.stderr)  # fmt: skip
+        print(
+            f"reglab: error: sweep_dir={args.sweep_dir}: no metrics.json under it (is it a "
+            "sweep folder, logs/sweeps/<date>_<time>?)",
+            file=sys.stderr,
+        )
         return 2
     if args.ensemble:
         write_ensemble(args.sweep_dir)

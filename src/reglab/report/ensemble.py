@@ -56,12 +56,17 @@ def write_ensemble(sweep_dir: str | Path) -> list[dict]:
         if len(members) < 2:
             continue
         result = evaluate(list(members))
-        entries.append({
-            "setting": setting, "technique": technique,
-            "members": [{"run": members[p], "checkpoint": p, **m}
-                        for p, m in result["members"].items()],
-            "ensemble": result["ensemble"], "best_member": result["best_member"],
-        })  # fmt: skip
+        entries.append(
+            {
+                "setting": setting,
+                "technique": technique,
+                "members": [
+                    {"run": members[p], "checkpoint": p, **m} for p, m in result["members"].items()
+                ],
+                "ensemble": result["ensemble"],
+                "best_member": result["best_member"],
+            }
+        )
     write_json_atomic(sweep_dir / ENSEMBLE_FILE, {"ensembles": entries})
     return entries
 
@@ -75,11 +80,17 @@ def load_ensemble(sweep_dir: str | Path) -> pd.DataFrame:
     for e in json.loads(path.read_text()).get("ensembles", []):
         accs = [m[TEST_ACC] for m in e["members"]]
         ens_acc = e["ensemble"][TEST_ACC]
-        rows.append({
-            "setting": e["setting"], "technique": e["technique"], "members": len(accs),
-            ENSEMBLE_ACC: ens_acc, BEST_MEMBER_ACC: max(accs),
-            MEAN_MEMBER_ACC: float(np.mean(accs)), "ensemble - best": ens_acc - max(accs),
-            ENSEMBLE_ECE: e["ensemble"][TEST_ECE],
-            MEAN_MEMBER_ECE: float(np.mean([m[TEST_ECE] for m in e["members"]])),
-        })  # fmt: skip
+        rows.append(
+            {
+                "setting": e["setting"],
+                "technique": e["technique"],
+                "members": len(accs),
+                ENSEMBLE_ACC: ens_acc,
+                BEST_MEMBER_ACC: max(accs),
+                MEAN_MEMBER_ACC: float(np.mean(accs)),
+                "ensemble - best": ens_acc - max(accs),
+                ENSEMBLE_ECE: e["ensemble"][TEST_ECE],
+                MEAN_MEMBER_ECE: float(np.mean([m[TEST_ECE] for m in e["members"]])),
+            }
+        )
     return pd.DataFrame(rows)

@@ -1,57 +1,78 @@
-"""Reading a sweep folder: one row per run, from its ``metrics.json`` and ``.hydra/overrides.yaml``,
-and the comparison protocol's ``protocol.json`` when the sweep ran one.
+"""Reading a sweep folder: one row per run (every ``metrics.json`` below it, stacked jobs'
+``<job>/seed_<s>/metrics.json`` included) and the sweep's config (``multirun.yaml``).
 
-Each run is labelled with a *setting* (data/model plus any other override that differs between
-jobs, such as ``data.train_subset``) and a *technique* (its ``name``, refined by technique knobs
-that differ, such as ``regularizer.l2.strength``): the report's rows are these pairs.
+A run of a comparison carries the ``protocol`` record of ``reglab.core.plan.RECORD_KEYS``: its
+``stage`` (tuning stages read validation only; test stages are the ones compared), its ``arm``
+(the row it belongs to), the tuning ``trial``, the ``params`` it ran, the arm's search ``space``
+and, in test stages, the ``look`` its seed was added in. ``hydra.sweeper.protocol`` of
+multirun.yaml is the comparison's ``Protocol`` (design, metric, cocktail) and
+``hydra.sweeper.n_trials`` its tuning budget per arm.
 
-A run of the comparison protocol (``reglab.tune``) carries ``protocol: {stage, technique, trial,
-params, study}`` in its metrics.json. Its technique is the protocol's (``l2``, ``cocktail``), its
-knob values are ``params`` (not part of the label), and its stage says what it is for:
-``search``, ``tune`` and ``cocktail_tune`` runs (validation only; a pruned one has
-``tune/pruned: 1``, its status here becomes ``pruned``) feed the tuning section; ``test`` and
-``cocktail_test`` runs (paired seeds) are the ones compared. Runs without a protocol (plain
-``-m`` sweeps) are all compared, as before.
-
-``protocol.json`` in the sweep folder, when there, is read for what the runs cannot say: the
-``objective`` and ``direction`` of the tuning, each technique's search ``space`` (log or linear),
-and the cocktail's members or why it was skipped. Per setting (``settings[i]``, found by the
-prefix of the runs' study names): ``tune: {technique: {best_value, best_params, space}}``,
-``tuned: {technique: params}``, ``cocktail: {members, techniques, best_params, skipped}``.
+A plain ``-m`` sweep has no protocol: each run is labelled with a *setting* (data/model plus any
+other override that differs between jobs, such as ``data.train_subset``) and a *technique* (its
+``name``, refined by technique knobs that differ, such as ``regularizer.l2.strength``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from reglab.core.errors import ConfigError
 from reglab.core.names import GAP_ACC, SPARSITY, TEST_ACC, TEST_ECE
+from reglab.core.plan import RECORD_KEYS, Design, Protocol, Stage
 
-# The per-run fields the report summarizes, in the order of its columns.
+# The per-run fields the report averages, beside the compared metric.
 METRICS = (TEST_ACC, GAP_ACC, TEST_ECE, SPARSITY, "epochs_trained", "wall_time_s")
+VAL_LOSS_BEST = "val/loss_best"  # the tuning objective and the selection score (lower: better)
+PRUNED_METRIC = "tune/pruned"  # 1 in the metrics.json of a trial the pruner stopped
 # Overrides that are what a row compares (technique) or what it averages over (seed, fold): they
 # never define a setting of their own.
 REPLICATE_KEYS = {"seed", "data.fold"}
 TECHNIQUE_KEYS = {"technique", "regularizer", "augmentation"}
 NAMED_KEYS = {"data", "model", "experiment", "hparams_search", "debug", "logger", "callbacks"}
-# Overrides the protocol sets per job, beside the trial's own parameters: what the job is for
-# (protocol, tags, W&B job type, the pruning callback, no test in tuning) and the split of its
-# seed, re-drawn per seed and so a replicate like the seed itself.
-PROTOCOL_HEADS = {"protocol", "tags", "logger", "callbacks"}
-PROTOCOL_KEYS = {"data.split_seed", "trainer.limit_test_batches"}
-PRUNED_METRIC = "tune/pruned"  # 1 in the metrics.json of a trial the pruner stopped
 
-TUNE_STAGES = ("search", "tune", "cocktail_tune")  # validation only: never in the compared table
-TEST_STAGES = ("test", "cocktail_test")
-BASELINE = "baseline"
-COCKTAIL = "cocktail"
-PROTOCOL_FILE = "protocol.json"
-# Columns taken from each run's ``protocol`` mapping.
-PROTOCOL_FIELDS = ("stage", "trial", "study", "params")
+
+@dataclass
+class Sweep:
+    """What multirun.yaml says: the comparison's ``protocol`` (None for a plain sweep), the
+    tuning budget per arm ``n_trials`` and the report callback's ``note``."""
+
+    protocol: Protocol | None = None
+    n_trials: int | None = None
+    note: str | None = None
+
+    @property
+    def design(self) -> Design:
+        return self.protocol.design if self.protocol else Design()
+
+    @property
+    def metric(self) -> str:
+        return self.protocol.metric if self.protocol else TEST_ACC
+
+
+def higher_is_better(metric: str) -> bool:
+    return not any(word in metric for word in ("loss", "ece", "error", "nll"))
+
+
+def chance(metric: str, num_classes: float) -> float:
+    """What a run that failed scores: a uniform guess over the classes (accuracy 1/C,
+    cross-entropy ln C); NaN for any other metric or an unknown number of classes."""
+    if not num_classes or math.isnan(num_classes) or num_classes < 1:
+        return math.nan
+    if metric.endswith("acc") or metric.endswith("acc_best"):
+        return 1.0 / num_classes
+    if metric.endswith("loss") or metric.endswith("loss_best"):
+        return math.log(num_classes)
+    return math.nan
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
@@ -67,9 +88,9 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
 
 
 def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per ``metrics.json`` under ``sweep_dir``: its fields plus ``run`` (the job folder,
-    relative), ``setting`` and ``technique`` (the row label in the report), and the protocol's
-    ``stage``, ``trial``, ``study`` and ``params`` (None for runs of a plain sweep)."""
+    """One row per ``metrics.json`` under ``sweep_dir``: its fields plus ``run`` (the folder,
+    relative), ``setting`` and ``technique`` (the row label: the arm of a comparison), and the
+    protocol record's fields (None for runs of a plain sweep)."""
     sweep_dir = Path(sweep_dir)
     records, overrides = [], []
     for path in sorted(sweep_dir.rglob("metrics.json")):
@@ -77,14 +98,28 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             data = {"status": "failed", "error": f"unreadable metrics.json: {e}"}
-        run_dir = path.parent
-        data["run"] = str(run_dir.relative_to(sweep_dir)) or "."
+        data = data if isinstance(data, dict) else {"status": "failed", "error": "not a mapping"}
+        data["run"] = str(path.parent.relative_to(sweep_dir)) or "."
         records.append(data)
-        overrides.append(read_overrides(run_dir))
+        # A stacked job's seeds share the job folder's overrides.
+        job = next((p for p in (path.parent, path.parent.parent) if (p / ".hydra").is_dir()), None)
+        overrides.append(read_overrides(job) if job else {})
+    columns = ["run", "status", "name", "setting", "technique", "seed", *METRICS, *RECORD_KEYS]
     if not records:
-        return pd.DataFrame(columns=["run", "status", "name", "setting", "technique", *METRICS])
+        return pd.DataFrame(columns=columns)
     df = pd.DataFrame(records)
-    for col in ("status", "name", "data", "model", "error", "seed", "fold", *METRICS):
+    for col in (
+        "status",
+        "name",
+        "data",
+        "model",
+        "error",
+        "seed",
+        "fold",
+        "num_classes",
+        VAL_LOSS_BEST,
+        *METRICS,
+    ):
         if col not in df:
             df[col] = np.nan
     df["status"] = df["status"].fillna("failed")
@@ -93,118 +128,83 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
         df.loc[pruned, "status"] = "pruned"
     df["name"] = df["name"].fillna("?")
     df[["data", "model"]] = df[["data", "model"]].fillna("?")
-    protocols = [p if isinstance(p, dict) else None for p in df.get("protocol", [None] * len(df))]
-    for f in PROTOCOL_FIELDS:
-        df[f] = [p.get(f) if p else None for p in protocols]
-    df["params"] = [p if isinstance(p, dict) else None for p in df["params"]]
-    df["trial"] = pd.to_numeric(df["trial"], errors="coerce").astype("Int64")
-    df["setting"], df["technique"] = _labels(df, overrides, protocols)
+    records_ = [p if isinstance(p, dict) else None for p in df.get("protocol", [None] * len(df))]
+    for key in RECORD_KEYS:
+        df[key] = [p.get(key) if p else None for p in records_]
+    for key in ("params", "space"):
+        df[key] = [p if isinstance(p, dict) else {} for p in df[key]]
+    for key in ("trial", "look"):
+        df[key] = pd.to_numeric(df[key], errors="coerce").astype("Int64")
+    df["num_classes"] = pd.to_numeric(df["num_classes"], errors="coerce")
+    df["setting"], df["technique"] = _labels(df, overrides, records_)
     return df
 
 
 def _labels(
-    df: pd.DataFrame, overrides: list[dict[str, str]], protocols: list[dict | None]
+    df: pd.DataFrame, overrides: list[dict[str, str]], records: list[dict | None]
 ) -> tuple[list[str], list[str]]:
-    # Overrides that differ between jobs: technique knobs (regularizer.l2.strength=...) refine the
-    # technique's label, everything else (data.train_subset=..., optimizer.lr=...) the setting.
+    # A comparison's row is its arm, its setting the data and model (one comparison per folder;
+    # several get their name in front). A plain sweep's overrides that differ between jobs:
+    # technique knobs (regularizer.l2.strength=...) refine the technique's label, everything
+    # else (data.train_subset=..., optimizer.lr=...) the setting.
     keys = sorted({k for o in overrides for k in o})
     varying = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
+    comparisons = {r.get("comparison") for r in records if r}
     settings, techniques = [], []
-    for (_, row), o, protocol in zip(df.iterrows(), overrides, protocols, strict=True):
+    for (_, row), o, record in zip(df.iterrows(), overrides, records, strict=True):
         setting = [f"{row['data']}/{row['model']}"]
+        if record is not None and record.get("arm"):
+            if len(comparisons) > 1:
+                setting.insert(0, f"{record.get('comparison')}:")
+            settings.append(" ".join(setting))
+            techniques.append(str(record["arm"]))
+            continue
         knobs = []
         for k in varying:
             # Group choices (technique=l2, model=cnn, experiment/keras_case_study=zca) are already
             # in the name, data and model fields.
             if k in REPLICATE_KEYS or k in TECHNIQUE_KEYS or k in NAMED_KEYS or "/" in k:
                 continue
-            if protocol is not None and _protocol_own(k, protocol):
-                continue
             if k in o:
                 (knobs if k.split(".")[0] in TECHNIQUE_KEYS else setting).append(f"{k}={o[k]}")
         settings.append(" ".join(setting))
-        if protocol is not None and protocol.get("technique"):
-            techniques.append(str(protocol["technique"]))
-        else:
-            techniques.append(row["name"] + (f" ({', '.join(knobs)})" if knobs else ""))
+        techniques.append(row["name"] + (f" ({', '.join(knobs)})" if knobs else ""))
     return settings, techniques
 
 
-def _protocol_own(key: str, protocol: dict) -> bool:
-    """An override the protocol sets per job (what the job is for, a trial's knob values, a
-    seed's split), which must not split a protocol's runs into settings or label them."""
-    head = key.split(".")[0]
-    return (head in PROTOCOL_HEADS or head in TECHNIQUE_KEYS or key in PROTOCOL_KEYS
-            or key in (protocol.get("params") or {}))  # fmt: skip
-
-
 def compared(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs the report's table compares: plain sweep runs and the protocol's test stages."""
-    if "stage" not in runs:
-        return runs
-    return runs[runs["stage"].isna() | runs["stage"].isin(TEST_STAGES)]
+    """The runs the table compares: plain sweep runs and the comparison's test stages."""
+    return runs[runs["stage"].isna() | runs["stage"].isin(Stage.TESTING)]
 
 
 def tuning_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The protocol's tuning trials (stage 1 and the cocktail's search): validation only."""
-    if "stage" not in runs:
-        return runs.iloc[0:0]
-    return runs[runs["stage"].isin(TUNE_STAGES)]
+    """The comparison's tuning trials (validation only)."""
+    return runs[runs["stage"].isin(Stage.TUNING)]
 
 
-def load_protocol(sweep_dir: str | Path) -> dict:
-    """``protocol.json`` of the sweep, or {} (a plain sweep, or a file that cannot be read)."""
-    path = Path(sweep_dir) / PROTOCOL_FILE
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def is_comparison(runs: pd.DataFrame) -> bool:
+    return bool(runs["stage"].isin(Stage.TESTING).any())
 
 
-def protocol_setting(protocol: dict, study: str | None) -> dict:
-    """The ``settings`` entry of protocol.json that a run's study belongs to (studies are named
-    ``<name>[/<setting label>]/<stage>/<technique>``), or {}."""
-    settings = [e for e in protocol.get("settings") or [] if isinstance(e, dict)]
-    if len(settings) == 1:
-        return settings[0]
-    prefixes = {f"{protocol.get('name')}/{e.get('label')}/": e for e in settings if e.get("label")}
-    return next((e for pre, e in prefixes.items() if str(study or "").startswith(pre)), {})
-
-
-def protocol_entry(protocol: dict, technique: str, study: str | None = None) -> dict:
-    """What protocol.json says about one technique (of the setting of ``study``): ``params``
-    (the tuned values), ``value`` (the best validation score), ``space``; for the cocktail also
-    ``members`` and ``skipped``. {} where it says nothing."""
-    entry = protocol_setting(protocol, study)
-    if technique == COCKTAIL:
-        c = entry.get(COCKTAIL) if entry else protocol.get(COCKTAIL)
-        if not isinstance(c, dict):
-            return {}
-        params = c.get("params") or c.get("best_params")
-        return {**c, "params": {k: v for k, v in (params or {}).items()
-                                if not k.startswith("use.")} if params is not None else None}  # fmt: skip
-    if entry:
-        tune = (entry.get("tune") or {}).get(technique) or {}
-        params = (entry.get("tuned") or {}).get(technique, tune.get("best_params"))
-        return {"params": params, "value": tune.get("best_value"), "space": tune.get("space")}
-    # A flat file: {techniques: {technique: {params, value, space} or {key: value}}}.
-    flat = protocol.get("techniques") or protocol.get("tuned")
-    found = flat.get(technique) if isinstance(flat, dict) else None
-    if not isinstance(found, dict):
-        return {}
-    if "params" not in found and all(not isinstance(v, dict) for v in found.values()):
-        return {"params": found}
-    return found
-
-
-def sweep_note(sweep_dir: Path) -> str | None:
-    """``hydra.callbacks.report.note`` of the sweep (e.g. techniques left out, and where they run)."""
-    path = sweep_dir / "multirun.yaml"
+def load_sweep(sweep_dir: str | Path) -> Sweep:
+    """multirun.yaml's ``hydra.sweeper.protocol`` (typed), ``n_trials`` and the report note.
+    A plain sweep, or a folder without multirun.yaml, gives ``Sweep()``."""
+    path = Path(sweep_dir) / "multirun.yaml"
     if not path.is_file():
-        return None
+        return Sweep()
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-        return (((cfg.get("hydra") or {}).get("callbacks") or {}).get("report") or {}).get("note")
-    except yaml.YAMLError:
-        return None
+        hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not YAML: {str(e).splitlines()[0]}") from None
+    sweeper = hydra.get("sweeper") or {}
+    note = ((hydra.get("callbacks") or {}).get("report") or {}).get("note")
+    protocol = None
+    if isinstance(sweeper.get("protocol"), dict):
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(Protocol), sweeper["protocol"])
+            protocol = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as e:
+            msg = str(e).splitlines()[0]
+            raise ConfigError(f"{path}: hydra.sweeper.protocol: {msg}") from None
+    n_trials = sweeper.get("n_trials")
+    return Sweep(protocol, int(n_trials) if isinstance(n_trials, int) else None, note)

@@ -1,281 +1,281 @@
-"""The report's numbers, as pure functions of the runs table: no files, no plots.
+"""The report's numbers: one row per (setting, arm), each ending in a verdict from ``reglab.stats``.
 
-Each row (setting, technique) holds mean ± std over its finished runs, and every technique is
-compared with the ``baseline`` row of its setting:
+Every arm is compared with the baseline on ONE paired set: the seeds the arm has, paired with
+the baseline's same seeds (and folds, for cross-validation). The arm's mean, its difference, its
+interval, its rank and its validation score are all read on that set. In a comparison a failed
+test run is an outcome, not a gap: it scores what a uniform guess would (accuracy 1/num_classes)
+and the row says how many seeds failed. (A plain ``-m`` sweep leaves failed runs out, as before.)
 
-- paired by seed when the runs pair up (the protocol's test stage: every seed gives each technique
-  the same split, initialization and batch order; a plain sweep whose technique and baseline ran
-  the same seeds): Δ is the mean of the per-seed differences, with the 95% t interval and the
-  p-value of the paired t-test (``scipy.stats.ttest_rel``);
-- otherwise (folds, unequal seeds) Welch's t-test of the two groups (unequal variances);
-- the p-values of a setting are adjusted together with Holm's step-down method, and the
-  ``significance`` mark is read from the adjusted value;
-- ``p_better``: the probability that the technique beats the baseline on a seed (the fraction of
-  seeds with a positive difference, ties count half; unpaired: over all pairs of runs), with a
-  seeded percentile bootstrap interval;
-- ``rank`` by mean test accuracy within the setting (ties share the better rank).
+The differences are oriented so that > 0 is better (a loss is negated) and go to
+``reglab.stats.sequential`` with the comparison's ``Design``: better / worse under family-wise
+error control, equivalent within +-delta, or undecided with the minimum detectable effect and the
+seeds it would take. The cocktail, tested after the single arms were decided, is its own family.
 
-With a comparison protocol the table also takes each technique's tuned values (``tuning.py``),
-and ``cocktail_vs_best`` puts the best combination against the best single technique.
+Selection reads validation only: the best single technique is the one with the lowest mean
+``val/loss_best`` of its test runs over the seeds every single arm ran; ``cocktail_vs_best``
+puts the cocktail against it with a paired test on their common seeds.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
-from reglab.core.names import TEST_ACC
-from reglab.report.runs import BASELINE, COCKTAIL, METRICS, TEST_STAGES, compared, protocol_entry
+from reglab.core.plan import BASELINE, COCKTAIL, Design
+from reglab.report.runs import (
+    METRICS,
+    VAL_LOSS_BEST,
+    Sweep,
+    chance,
+    compared,
+    higher_is_better,
+    is_comparison,
+)
 from reglab.report.tuning import tuning
+from reglab.stats import paired_test, sequential
 
-CONFIDENCE = 0.95
-ALPHA = 0.05  # the level the significance marks and the report's sentences use
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0  # a fixed stream: the same runs give the same interval, byte for byte
-NO_TEST = {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
-NO_P_BETTER = {"p_better": math.nan, "p_better_low": math.nan, "p_better_high": math.nan}
-PAIRED, WELCH = "paired t", "Welch t"
+VERDICTS = ("better", "equivalent", "undecided", "worse")  # the table's order
+BASELINE_VERDICT = "baseline"
+VERDICT_FIELDS = (
+    "verdict",
+    "n",
+    "look",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "mde",
+    "seeds_needed",
+    "p_value",
+    "p_tost",
+    "level",
+    "test",
+    "wins",
+    "ties",
+    "p_better",
+    "p_better_low",
+    "p_better_high",
+)
+NO_VERDICT = {f: math.nan for f in VERDICT_FIELDS} | {"verdict": "undecided", "test": ""}
+TUNING_COLUMNS = ("trials", "pruned", "tuned", "at_edge")
 
 
-def welch(values: np.ndarray, baseline: np.ndarray, confidence: float = CONFIDENCE) -> dict:
-    """Difference of means (values - baseline), its Welch confidence interval and p-value.
+def _num(series) -> pd.Series:
+    return pd.to_numeric(series, errors="coerce")
 
-    NaN where either group has fewer than two runs (no variance estimate, no test)."""
-    delta = (
-        float(np.mean(values) - np.mean(baseline)) if len(values) and len(baseline) else math.nan
+
+def scored(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """Each compared run's ``metric``; a comparison's failed test run at chance (NaN for a plain
+    sweep's failed run, which is left out)."""
+    value = _num(runs[metric]) if metric in runs else pd.Series(math.nan, index=runs.index)
+    value = value.where(runs["status"] == "ok")
+    classes = _num(runs["num_classes"]).fillna(_num(runs["num_classes"]).max())
+    failed = (runs["status"] == "failed") & runs["stage"].notna()
+    at_chance = [chance(metric, c) for c in classes[failed]]
+    value[failed] = at_chance
+    return value
+
+
+def _keys(runs: pd.DataFrame) -> pd.Series:
+    """The pairing key of each run: its seed, and its fold where the sweep has folds."""
+    seed = _num(runs["seed"])
+    folds = _num(runs["fold"]) if "fold" in runs else pd.Series(math.nan, index=runs.index)
+    if folds.notna().any():
+        return pd.Series(list(zip(seed, folds, strict=True)), index=runs.index)
+    return seed
+
+
+def _by_key(values: pd.Series, keys: pd.Series) -> pd.Series:
+    ok = values.notna() & pd.Series([k == k for k in keys], index=keys.index)  # NaN != NaN
+    return values[ok].groupby(keys[ok]).mean()
+
+
+def _design(sweep: Sweep, comparison: bool, diffs: dict[str, list]) -> Design:
+    # A plain sweep ran its seeds at once: a look at each seed count its techniques have
+    # (usually one).
+    if comparison:
+        return sweep.design
+    return replace(sweep.design, looks=sorted({len(d) for d in diffs.values()}))
+
+
+def _flags(row: dict, comparison: bool) -> str:
+    out = []
+    if row["failed"]:
+        unit = "seeds" if comparison else "runs"
+        fate = "scored at chance" if comparison else "left out"
+        out.append(f"{row['failed']} of {row['seeds']} {unit} failed ({fate})")
+    if row.get("at_edge"):
+        out.append(f"at edge: {row['at_edge']}")
+    return "; ".join(out)
+
+
+def _setting(tested: pd.DataFrame, sweep: Sweep, tuned: pd.DataFrame) -> list[dict]:
+    comparison = is_comparison(tested)
+    metric, sign = sweep.metric, 1.0 if higher_is_better(sweep.metric) else -1.0
+    tested = tested.assign(
+        _key=_keys(tested), _score=scored(tested, metric), _val=scored(tested, VAL_LOSS_BEST)
     )
-    out = {**NO_TEST, "delta": delta}
-    if len(values) < 2 or len(baseline) < 2:
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_ind(values, baseline, equal_var=False)
-        ci = res.confidence_interval(confidence)
-    out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(res.pvalue))
-    return out
-
-
-def paired_t(values: np.ndarray, baseline: np.ndarray, confidence: float = CONFIDENCE) -> dict:
-    """Mean of the paired differences (values[i] - baseline[i], same seed), its t interval and
-    the paired t-test's p-value. NaN below two pairs."""
-    diffs = np.asarray(values, float) - np.asarray(baseline, float)
-    out = {**NO_TEST, "delta": float(diffs.mean()) if len(diffs) else math.nan}
-    if len(diffs) < 2:
-        return out
-    if not diffs.any():
-        # Equal on every seed (a technique that never acted): t is 0/0, but the data show no
-        # difference at all, which is what p = 1 and an interval of [0, 0] say.
-        out.update(ci_low=0.0, ci_high=0.0, p_value=1.0)
-        return out
-    res = stats.ttest_rel(values, baseline)
-    ci = res.confidence_interval(confidence)
-    out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(res.pvalue))
-    return out
-
-
-def _wins(diffs: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Fraction of positive differences along ``axis``, a tie counting half."""
-    return np.mean((diffs > 0) + 0.5 * (diffs == 0), axis=axis)
-
-
-def _wins_all_pairs(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
-    d = x[..., :, None] - y[..., None, :]
-    return _wins(d.reshape(*d.shape[:-2], -1))
-
-
-def _bootstrap(samples: tuple[np.ndarray, ...], statistic, paired: bool) -> tuple[float, float]:
-    if min(len(s) for s in samples) < 2:
-        return math.nan, math.nan
-    res = stats.bootstrap(samples, statistic, vectorized=True, paired=paired,
-                          n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=CONFIDENCE,
-                          method="percentile", random_state=np.random.default_rng(BOOTSTRAP_SEED))  # fmt: skip
-    ci = res.confidence_interval
-    return float(ci.low), float(ci.high)
-
-
-def p_better_paired(values: np.ndarray, baseline: np.ndarray) -> dict:
-    """P(technique beats baseline on a seed): the fraction of seeds with a positive difference,
-    ties half, and its bootstrap interval (seeds resampled)."""
-    diffs = np.asarray(values, float) - np.asarray(baseline, float)
-    if not len(diffs):
-        return dict(NO_P_BETTER)
-    low, high = _bootstrap((diffs,), _wins, paired=False)
-    return {"p_better": float(_wins(diffs)), "p_better_low": low, "p_better_high": high}
-
-
-def p_better_unpaired(values: np.ndarray, baseline: np.ndarray) -> dict:
-    """Without pairs: the fraction of (technique run, baseline run) pairs the technique wins,
-    ties half, with a bootstrap interval that resamples each group on its own."""
-    values, baseline = np.asarray(values, float), np.asarray(baseline, float)
-    if not len(values) or not len(baseline):
-        return dict(NO_P_BETTER)
-    low, high = _bootstrap((values, baseline), _wins_all_pairs, paired=False)
-    return {"p_better": float(_wins_all_pairs(values, baseline)), "p_better_low": low,
-            "p_better_high": high}  # fmt: skip
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment of the non-NaN p-values (NaN stays NaN)."""
-    p = np.asarray(p_values, float)
-    out = np.full_like(p, math.nan)
-    tested = ~np.isnan(p)
-    if tested.any():
-        out[tested] = multipletests(p[tested], alpha=ALPHA, method="holm")[1]
-    return out
-
-
-def significance(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "n/a"
-    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < ALPHA else "ns"
-
-
-def _numbers(runs: pd.DataFrame, metric: str) -> pd.Series:
-    return pd.to_numeric(runs[metric], errors="coerce").dropna()
-
-
-def _seeds(runs: pd.DataFrame) -> pd.Series | None:
-    """The seeds of the runs with a test accuracy, or None where one of them has no seed."""
-    seeds = pd.to_numeric(runs.loc[_numbers(runs, TEST_ACC).index, "seed"], errors="coerce")
-    return None if seeds.isna().any() else seeds
-
-
-def _pairs(runs: pd.DataFrame, baseline: pd.DataFrame, protocol: bool):
-    """Aligned (technique, baseline) test accuracies by seed, or None when the runs do not pair.
-
-    The protocol's test runs pair on the seeds both have (a seed run twice counts once, with its
-    mean); a plain sweep pairs only when both ran exactly the same seeds, once each. Folds never
-    pair here: they fall back to Welch, as the report always did."""
-    if any("fold" in r and r["fold"].dropna().nunique() > 1 for r in (runs, baseline)):
-        return None
-    sa, sb = _seeds(runs), _seeds(baseline)
-    if sa is None or sb is None:
-        return None
-    if not protocol and (sa.duplicated().any() or sb.duplicated().any() or set(sa) != set(sb)):
-        return None
-    a = _numbers(runs, TEST_ACC).groupby(sa).mean()
-    b = _numbers(baseline, TEST_ACC).groupby(sb).mean()
-    common = a.index.intersection(b.index).sort_values()
-    if len(common) < 2:
-        return None
-    return a[common].to_numpy(), b[common].to_numpy()
-
-
-def compare(runs: pd.DataFrame, baseline: pd.DataFrame, protocol: bool = False) -> dict:
-    """A technique's finished runs against the baseline's: ``delta``, ``ci_low``, ``ci_high``,
-    ``p_value`` (unadjusted), its ``significance`` mark, the ``test`` used, the number of
-    ``pairs`` and ``p_better`` with its interval."""
-    base_acc = _numbers(baseline, TEST_ACC).to_numpy()
-    if not len(base_acc):
-        return {**NO_TEST, **NO_P_BETTER, "significance": "no baseline", "test": "", "pairs": 0}
-    pairs = _pairs(runs, baseline, protocol)
-    if pairs is not None:
-        out = {**paired_t(*pairs), **p_better_paired(*pairs), "test": PAIRED,
-               "pairs": len(pairs[0])}  # fmt: skip
-    else:
-        acc = _numbers(runs, TEST_ACC).to_numpy()
-        out = {**welch(acc, base_acc), **p_better_unpaired(acc, base_acc), "test": WELCH,
-               "pairs": 0}  # fmt: skip
-    if math.isnan(out["p_value"]):
-        out["test"] = ""
-    out["significance"] = significance(out["p_value"])
-    return out
-
-
-def _is_protocol(runs: pd.DataFrame) -> bool:
-    return "stage" in runs and runs["stage"].isin(TEST_STAGES).any()
-
-
-# results.csv: the columns as they were before the protocol, then the new ones, in this order.
-NEW_COLUMNS = ["p_holm", "test", "pairs", "p_better", "p_better_low", "p_better_high", "rank"]
-TUNING_COLUMNS = ["tuned", "val_tuned", "val_delta"]
-
-
-def summarize(runs: pd.DataFrame, protocol: dict | None = None) -> pd.DataFrame:
-    """One row per (setting, technique) over the compared runs that finished: mean/std of
-    METRICS, n, Δ test accuracy vs the setting's baseline with its 95% CI, p-value, Holm-adjusted
-    p-value and mark, P(better) with its interval, rank; with the protocol, the tuned values."""
+    base = tested[tested["technique"] == BASELINE]
+    base_score = _by_key(base["_score"], base["_key"])
+    groups = dict(list(tested.groupby("technique", sort=False)))
+    scores = {arm: _by_key(g["_score"], g["_key"]) for arm, g in groups.items()}
+    common = {
+        arm: s.index if arm == BASELINE else s.index.intersection(base_score.index)
+        for arm, s in scores.items()
+    }
+    diffs = {a: (sign * (scores[a][common[a]] - base_score[common[a]])).tolist() for a in scores}
+    verdicts = {BASELINE: {"verdict": BASELINE_VERDICT, "mean_diff": 0.0}}
+    singles = {a: d for a, d in diffs.items() if a not in (BASELINE, COCKTAIL) and len(d) >= 2}
+    for family in (singles, {a: d for a, d in diffs.items() if a == COCKTAIL and len(d) >= 2}):
+        if family:
+            design = _design(sweep, comparison, family)
+            for arm, verdict in sequential(family, design).items():
+                verdicts[arm] = {k: v for k, v in asdict(verdict).items() if k != "arm"}
     rows = []
-    tested = compared(runs)
-    ok = tested[tested["status"] == "ok"]
-    for (setting, technique), group in tested.groupby(["setting", "technique"], sort=False):
-        done = ok[(ok["setting"] == setting) & (ok["technique"] == technique)]
-        row = {"setting": setting, "technique": technique, "n": len(done),
-               "failed": int((group["status"] != "ok").sum())}  # fmt: skip
-        folds = done["fold"].dropna().nunique() if "fold" in done else 0
-        row["over"] = "folds" if folds > 1 else "seeds"
-        for m in METRICS:
-            vals = _numbers(done, m)
-            row[f"{m} mean"] = vals.mean() if len(vals) else math.nan
-            row[f"{m} std"] = vals.std(ddof=1) if len(vals) > 1 else math.nan
-        if technique == BASELINE:
-            row.update(NO_TEST, significance="", test="", pairs=0, **NO_P_BETTER)
-        else:
-            base = ok[(ok["setting"] == setting) & (ok["technique"] == BASELINE)]
-            row.update(compare(done, base, protocol=_is_protocol(group)))
+    for arm, group in groups.items():
+        mean = float(np.mean(diffs[arm])) if diffs[arm] else math.nan  # untested: no interval
+        verdict = {**NO_VERDICT, "n": len(common[arm]), "mean_diff": mean, **verdicts.get(arm, {})}
+        if arm != BASELINE and base_score.empty:
+            verdict["verdict"] = "undecided (no baseline)"
+        # The verdict's seeds (the first n, in seed order, where it was decided at an earlier
+        # look than the seeds ran) are the set every figure of the row is read on.
+        keys = common[arm][: int(verdict["n"])] if verdict["n"] == verdict["n"] else common[arm]
+        ok = group[group["_key"].isin(keys) & (group["status"] == "ok")]
+        val = _by_key(group["_val"], group["_key"]) - _by_key(base["_val"], base["_key"])
+        row = {
+            "technique": arm,
+            "seeds": int(group["_key"].nunique()),
+            "failed": int((group["status"] == "failed").sum()),
+            **verdict,
+            f"{metric} mean": scores[arm][keys].mean(),
+            "baseline mean": base_score.reindex(keys).mean(),
+            "val_diff": val.reindex(keys).mean(),
+            **{f"{m} mean": _num(ok[m]).mean() for m in METRICS if m != metric},
+            # Per seed, for the plots: the arm's score, the baseline's, their difference.
+            "seed_scores": scores[arm][keys].tolist(),
+            "seed_base": base_score.reindex(keys).tolist(),
+            "diffs": [] if arm == BASELINE else diffs[arm][: len(keys)],
+        }
+        mine = tuned[tuned["technique"] == arm] if len(tuned) else tuned
+        for col in TUNING_COLUMNS:
+            empty = "" if col in ("tuned", "at_edge") else math.nan
+            row[col] = mine[col].iloc[0] if len(mine) else empty
+        row["flags"] = _flags(row, comparison)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    # Baseline first in each setting, then the best mean test accuracy first.
-    table["_base"] = table["technique"] != BASELINE
-    table = table.sort_values(
-        ["setting", "_base", f"{TEST_ACC} mean"], ascending=[True, True, False]
+    return rows
+
+
+def _order(table: pd.DataFrame) -> pd.DataFrame:
+    verdict = table["verdict"].map(
+        lambda v: -1 if v == BASELINE_VERDICT else VERDICTS.index(v) if v in VERDICTS else 9
     )
-    table = _adjust(table.drop(columns="_base").reset_index(drop=True))
-    old = [c for c in table.columns if c not in NEW_COLUMNS and c != "significance"]
-    table = table[[*old, "significance", *NEW_COLUMNS]]
-    tuned = tuning(runs, protocol)
-    if len(tuned):
-        table = table.merge(tuned[["setting", "technique", *TUNING_COLUMNS]], how="left",
-                            on=["setting", "technique"])  # fmt: skip
-    return table
+    table = table.assign(_v=verdict, _d=-table["mean_diff"].astype(float))
+    table = table.sort_values(["setting", "_v", "_d"], kind="stable", na_position="last")
+    return table.drop(columns=["_v", "_d"]).reset_index(drop=True)
 
 
-def _adjust(table: pd.DataFrame) -> pd.DataFrame:
-    """Holm over each setting's tested techniques, the marks from the adjusted p; the rank."""
-    table["p_holm"] = math.nan
-    for _, idx in table.groupby("setting", sort=False).groups.items():
-        table.loc[idx, "p_holm"] = holm(table.loc[idx, "p_value"])
-    tested = table["p_holm"].notna()
-    table.loc[tested, "significance"] = table.loc[tested, "p_holm"].map(significance)
+def summarize(runs: pd.DataFrame, sweep: Sweep | None = None) -> pd.DataFrame:
+    """One row per (setting, arm) of the compared runs: ``verdict`` and its statistics (from
+    ``reglab.stats``: n, look, mean_diff with ci_low/ci_high, mde, seeds_needed, p-values,
+    P(better)), ``flags`` (failed seeds, tuned values at an edge), the metric's mean on the
+    paired seeds beside the baseline's on the same seeds, ``val_diff`` (paired val/loss_best
+    difference, < 0: better on validation), the tuning budget and tuned values, ``rank``."""
+    sweep = sweep or Sweep()
+    tested = compared(runs)
+    if tested.empty:
+        return pd.DataFrame()
+    tuned = tuning(runs)
+    rows = []
+    for setting, group in tested.groupby("setting", sort=False):
+        mine = tuned[tuned["setting"] == setting] if len(tuned) else tuned
+        rows += [{"setting": setting, **r} for r in _setting(group, sweep, mine)]
+    table = _order(pd.DataFrame(rows))
     table["rank"] = (
-        table.groupby("setting", sort=False)[f"{TEST_ACC} mean"]
+        table.groupby("setting", sort=False)["mean_diff"]
         .rank(method="min", ascending=False)
         .astype("Int64")
     )
-    return table
+    first = [
+        "setting",
+        "technique",
+        "verdict",
+        "flags",
+        "n",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "mde",
+        "seeds_needed",
+        "trials",
+        "look",
+        "seeds",
+        "failed",
+        "tuned",
+        "at_edge",
+    ]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
-def cocktail_vs_best(runs: pd.DataFrame, summary: pd.DataFrame,
-                     protocol: dict | None = None) -> pd.DataFrame:  # fmt: skip
-    """Per setting with a tested cocktail: the best combination against the best single
-    technique (highest mean test accuracy), paired by seed. One comparison per setting, so its
-    p-value is not adjusted. A setting whose cocktail protocol.json says was ``skipped`` gets a
-    row with the reason alone."""
+def _common(runs: pd.DataFrame, arms: list[str]) -> set:
+    keys = None
+    for arm in arms:
+        mine = set(_keys(runs[runs["technique"] == arm]).dropna())
+        keys = mine if keys is None else keys & mine
+    return keys or set()
+
+
+def best_on_validation(tested: pd.DataFrame, arms: list[str]) -> tuple[str | None, pd.Series]:
+    """The arm with the lowest mean val/loss_best over the seeds all ``arms`` ran (each arm's
+    own seeds where they share none), and every arm's mean."""
+    common = _common(tested, arms)
+    means = {}
+    for arm in arms:
+        mine = tested[tested["technique"] == arm]
+        keys = _keys(mine)
+        val = _by_key(scored(mine, VAL_LOSS_BEST), keys)
+        means[arm] = val[val.index.isin(common)].mean() if common else val.mean()
+    means = pd.Series(means, dtype=float).dropna()
+    return (means.idxmin() if len(means) else None), means
+
+
+def cocktail_vs_best(runs: pd.DataFrame, summary: pd.DataFrame, sweep: Sweep | None = None):
+    """Per setting with a tested cocktail: the best single technique chosen on validation
+    (``best_single``, its ``val_mean`` and the cocktail's) and the paired test of the cocktail
+    minus it on their common seeds (> 0: the cocktail is better)."""
+    sweep = sweep or Sweep()
     rows = []
-    if summary.empty:
-        return pd.DataFrame()
-    ok = compared(runs)
-    ok = ok[ok["status"] == "ok"]
-    for setting, s in summary.groupby("setting", sort=False):
-        cocktail = s[(s["technique"] == COCKTAIL) & (s["n"] > 0)]
-        singles = s[~s["technique"].isin([BASELINE, COCKTAIL]) & (s["n"] > 0)]
-        mine = ok[ok["setting"] == setting]
-        if cocktail.empty or singles.empty:
-            study = next((x for x in mine.get("study", []) if isinstance(x, str)), None)
-            skipped = protocol_entry(protocol or {}, COCKTAIL, study).get("skipped")
-            if study and skipped:
-                rows.append({"setting": setting, "skipped": str(skipped)})
+    tested = compared(runs)
+    sign = 1.0 if higher_is_better(sweep.metric) else -1.0
+    for setting in dict.fromkeys(summary["setting"]) if len(summary) else []:
+        mine = tested[tested["setting"] == setting]
+        arms = [a for a in dict.fromkeys(mine["technique"]) if a not in (BASELINE, COCKTAIL)]
+        if COCKTAIL not in set(mine["technique"]) or not arms:
             continue
-        best = singles.sort_values(f"{TEST_ACC} mean", ascending=False, kind="stable").iloc[0]
-        res = compare(mine[mine["technique"] == COCKTAIL],
-                      mine[mine["technique"] == best["technique"]], protocol=True)  # fmt: skip
-        rows.append({"setting": setting, "best_single": best["technique"], **res, "skipped": None})
+        best, means = best_on_validation(mine, arms)
+        if best is None:
+            continue
+        pair = mine[mine["technique"].isin([COCKTAIL, best])]
+        pair = pair.assign(_key=_keys(pair), _score=scored(pair, sweep.metric))
+        c, b = (
+            _by_key(g["_score"], g["_key"])
+            for g in (pair[pair["technique"] == t] for t in (COCKTAIL, best))
+        )
+        common = c.index.intersection(b.index)
+        diffs = (sign * (c[common] - b[common])).to_numpy(float)
+        design = sweep.design
+        result = paired_test(diffs, design.alpha, design.delta) if len(diffs) >= 2 else {}
+        _, cocktail_val = best_on_validation(pair, [COCKTAIL, best])
+        rows.append(
+            {
+                "setting": setting,
+                "best_single": best,
+                "val_mean": means[best],
+                "cocktail_val_mean": cocktail_val.get(COCKTAIL, math.nan),
+                "n": len(diffs),
+                "mean_diff": float(np.mean(diffs)) if len(diffs) else math.nan,
+                **{k: v for k, v in result.items() if k not in ("n", "mean")},
+            }
+        )
     return pd.DataFrame(rows)

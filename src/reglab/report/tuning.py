@@ -1,6 +1,6 @@
-"""The comparison protocol's tuning stage, per (setting, technique): its trials, the validation
-score that chose among them, the tuned values, and how the best score compares with the
-baseline's. Read from the trials' metrics.json, with protocol.json where the runs cannot say.
+"""The comparison's tuning, per (setting, arm): the trials it ran (its budget, counted from the
+tune-stage metrics.json), the best validation objective (``val/loss_best``, lower is better), the
+tuned values the test stage ran, and which of them sit at the edge of their declared range.
 """
 
 from __future__ import annotations
@@ -9,128 +9,95 @@ import math
 
 import pandas as pd
 
-from reglab.core.names import VAL_ACC, VAL_ACC_BEST
-from reglab.report.runs import (
-    BASELINE,
-    COCKTAIL,
-    TEST_STAGES,
-    compared,
-    protocol_entry,
-    tuning_runs,
-)
+from reglab.core.plan import COCKTAIL, Stage
+from reglab.report.runs import VAL_LOSS_BEST, compared, tuning_runs
 
-TESTED = "tested"  # reglab.tune's default objective
-
-
-def objective(protocol: dict | None = None) -> str:
-    """The validation score the tuning maximized (or minimized): protocol.json's ``objective``,
-    by default ``tested`` as in reglab.tune."""
-    protocol = protocol or {}
-    return str(protocol.get("objective") or protocol.get("metric") or TESTED)
-
-
-def direction(protocol: dict | None = None) -> int:
-    """+1 where a higher score is better, -1 for a minimized objective (a loss)."""
-    return -1 if (protocol or {}).get("direction") == "minimize" else 1
-
-
-def scores(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """Each run's score as the tuning read it. ``tested``: the validation accuracy of the weights
-    the test would use (``val/acc_best`` for a run tested with its best checkpoint, else the
-    final ``val/acc``)."""
-
-    def column(name: str) -> pd.Series:
-        if name not in runs:
-            return pd.Series(math.nan, index=runs.index)
-        return pd.to_numeric(runs[name], errors="coerce")
-
-    if metric != TESTED:
-        return column(metric)
-    best = runs.get("tested", pd.Series(None, index=runs.index, dtype=object)) == "best checkpoint"
-    return column(VAL_ACC_BEST).where(best, column(VAL_ACC))
+EDGE = 0.05  # a tuned value within 5% of its range (log scale where log) is at its edge
 
 
 def short_key(key: str) -> str:
-    """``regularizer.l2.strength`` -> ``l2.strength``: the group is clear from the technique."""
+    """``regularizer.l2.strength`` -> ``l2.strength``: the group is clear from the arm."""
     head, _, rest = key.partition(".")
     return rest if head in ("regularizer", "augmentation") and rest else key
 
 
 def format_params(params: dict | None) -> str:
-    if not params:
-        return ""
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return ", ".join(f"{short_key(k)}={fmt(v)}" for k, v in params.items())
+    def fmt(v) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{short_key(k)}={fmt(v)}" for k, v in (params or {}).items())
 
 
-def _tuned(tested: pd.DataFrame, entry: dict, best: pd.Series | None) -> tuple[dict, str]:
-    # What the test stage ran is what was tuned; protocol.json and the best trial stand in for
-    # it when the test stage is missing (a tuning-only sweep, or one still running).
-    for p in tested.get("params", []):
-        if isinstance(p, dict):
-            return p, "test runs"
-    if isinstance(entry.get("params"), dict):
-        return entry["params"], "protocol.json"
-    if best is not None and isinstance(best.get("params"), dict):
-        return best["params"], "best trial"
-    return {}, ""
+def _number(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
-def tuning(runs: pd.DataFrame, protocol: dict | None = None) -> pd.DataFrame:
-    """Per (setting, technique) of the protocol: its tuning ``trials`` (``pruned``, ``failed``),
-    the validation ``metric`` and its best value over the finished trials (``val_tuned``), how
-    much better that is than the baseline's (``val_delta``, > 0: better), the ``knobs``
-    searched, the tuned ``params`` (and their ``source``), ``tuned`` as text, the protocol.json
-    ``entry``. Empty for a plain sweep."""
-    protocol = protocol or {}
-    trials = tuning_runs(runs)
-    tested = compared(runs)
-    tested = tested[tested["stage"].isin(TEST_STAGES)] if "stage" in tested else tested.iloc[0:0]
-    keys = dict.fromkeys([*zip(trials["setting"], trials["technique"], strict=True),
-                          *zip(tested["setting"], tested["technique"], strict=True)])  # fmt: skip
-    if not keys:
-        return pd.DataFrame()
-    metric, sign = objective(protocol), direction(protocol)
-    score = sign * scores(trials, metric)
-    rows = []
-    for setting, technique in keys:
-        t = trials[(trials["setting"] == setting) & (trials["technique"] == technique)]
-        mine = tested[(tested["setting"] == setting) & (tested["technique"] == technique)]
-        s = score[t.index[t["status"] == "ok"]].dropna()  # pruned trials never win (Optuna's rule)
-        best = t.loc[s.idxmax()] if len(s) else None
-        study = next((x for x in [*t["study"], *mine["study"]] if isinstance(x, str)), None)
-        entry = protocol_entry(protocol, technique, study)
-        params, source = _tuned(mine, entry, best)
-        knobs = dict.fromkeys(k for p in t["params"] if isinstance(p, dict) for k in p)
-        text = format_params(params)
-        if technique == COCKTAIL:
-            members = next(iter(mine["name"]), None) or "+".join(entry.get("techniques") or [])
-            text = f"{members}: {text}" if members and text else members or text
-        rows.append({
-            "setting": setting, "technique": technique, "trials": len(t),
-            "pruned": int((t["status"] == "pruned").sum()),
-            "failed": int((~t["status"].isin(["ok", "pruned"])).sum()),
-            "metric": metric,
-            "val_tuned": sign * float(s.max()) if len(s) else entry.get("value"),
-            "best_trial": best["trial"] if best is not None else None,
-            "knobs": list(knobs or params), "params": params, "source": source, "tuned": text,
-            "entry": entry,
-        })  # fmt: skip
-    table = pd.DataFrame(rows)
-    table["val_tuned"] = pd.to_numeric(table["val_tuned"], errors="coerce")
-    base = table[table["technique"] == BASELINE].set_index("setting")["val_tuned"]
-    table["val_delta"] = sign * (table["val_tuned"] - table["setting"].map(base))
-    table.loc[table["technique"] == BASELINE, "val_delta"] = math.nan
-    # The baseline first, the cocktail last, the single techniques best first.
-    order = table["technique"].map(lambda t: 0 if t == BASELINE else 2 if t == COCKTAIL else 1)
-    return (
-        table.assign(_order=order, _score=sign * table["val_tuned"])
-        .sort_values(
-            ["setting", "_order", "_score"],
-            ascending=[True, True, False],
-            kind="stable",
-            na_position="last",
-        )  # fmt: skip
-        .drop(columns=["_order", "_score"])
-        .reset_index(drop=True)
+def edge(value, spec: dict) -> str | None:
+    """``"top"`` or ``"bottom"`` where ``value`` lies within EDGE of the range of its search
+    ``spec`` ({type, low, high, log}), measured on a log scale where ``log`` is true; else None
+    (inside, a choice, or no range)."""
+    v, low, high = _number(value), _number(spec.get("low")), _number(spec.get("high"))
+    if v is None or low is None or high is None or not low < high:
+        return None
+    if spec.get("log"):
+        if min(v, low) <= 0:
+            return None
+        v, low, high = math.log(v), math.log(low), math.log(high)
+    position = (v - low) / (high - low)
+    return "bottom" if position <= EDGE else "top" if position >= 1 - EDGE else None
+
+
+def edges(params: dict, space: dict) -> list[str]:
+    """``["regularizer.zca.eps at top", ...]``: the tuned values at an edge of their range."""
+    out = []
+    for key, value in (params or {}).items():
+        spec = (space or {}).get(key)
+        where = edge(value, spec) if isinstance(spec, dict) else None
+        if where:
+            out.append(f"{key} at {where}")
+    return out
+
+
+def _first_dict(values) -> dict:
+    return next((v for v in values if isinstance(v, dict) and v), {})
+
+
+def tuning(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, arm) of a comparison: ``trials`` run in its tuning stage (``pruned``,
+    ``failed`` among them), ``val_best`` (the best finished trial's val/loss_best), the tuned
+    ``params`` (what the test stage ran; the best trial's where no test ran yet), ``tuned`` as
+    text, the searched ``space`` and the ``at_edge`` flags. Empty for a plain sweep."""
+    trials, tested = tuning_runs(runs), compared(runs)
+    tested = tested[tested["stage"].isin(Stage.TESTING)]
+    keys = dict.fromkeys(
+        [
+            *zip(trials["setting"], trials["technique"], strict=True),
+            *zip(tested["setting"], tested["technique"], strict=True),
+        ]
     )
+    rows = []
+    for setting, arm in keys:
+        stage = Stage.COCKTAIL_TUNE if arm == COCKTAIL else Stage.TUNE
+        t = trials[(trials["setting"] == setting) & (trials["technique"] == arm)]
+        t = t[t["stage"].isin([stage, Stage.SEARCH])]
+        mine = tested[(tested["setting"] == setting) & (tested["technique"] == arm)]
+        score = pd.to_numeric(t.loc[t["status"] == "ok", VAL_LOSS_BEST], errors="coerce").dropna()
+        best = t.loc[score.idxmin()] if len(score) else None
+        params = _first_dict(mine["params"]) or (best["params"] if best is not None else {})
+        space = _first_dict([*mine["space"], *t["space"]])
+        flags = edges(params, space)
+        rows.append(
+            {
+                "setting": setting,
+                "technique": arm,
+                "trials": len(t),
+                "pruned": int((t["status"] == "pruned").sum()),
+                "trials_failed": int((t["status"] == "failed").sum()),
+                "val_best": float(score.min()) if len(score) else math.nan,
+                "params": params,
+                "space": space,
+                "tuned": format_params(params),
+                "at_edge": ", ".join(flags),
+            }
+        )
+    return pd.DataFrame(rows)
