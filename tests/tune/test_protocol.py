@@ -1,113 +1,121 @@
-"""A tiny comparison end to end: tune, paired test seeds, cocktail, protocol.json, rerun."""
+"""A tiny comparison end to end, and a comparison killed at several points that ends with the
+same table as one never interrupted."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from statistics import mean
 
 import optuna
 import pytest
-import yaml
-from optuna.trial import TrialState
 
-from ..conftest import cli
+from reglab.core.plan import BASELINE, COCKTAIL, USE
 
-SEEDS = [1, 2]
-# The basic launcher runs the jobs one after the other in the sweeper's process: the quickest
-# for a dozen tiny runs. min_delta=-1 lets every technique into the cocktail.
+from ..conftest import cli, kill_when, popen_train
+
+ARMS = ["l2", "batch_norm"]
+LOOKS = [2, 4]
+TUNE_SEEDS = [1001, 1002]
+# The basic launcher runs the jobs one after the other in the driver's process: the quickest for
+# a few dozen tiny runs. min_delta=-1 lets every arm into the cocktail.
 COMMAND = [
-    "reglab-train", "-m", "experiment=compare", "hydra/launcher=basic", "+technique=l2,batch_norm",
-    f"seed={','.join(map(str, SEEDS))}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-    "hydra.sweeper.protocol.cocktail.trials=2", "hydra.sweeper.protocol.cocktail.min_delta=-1",
-    "trainer.max_epochs=2", "data.train_subset=50",
-]  # fmt: skip
+    "-m",
+    "experiment=compare",
+    "hydra/launcher=basic",
+    f"hydra.sweeper.protocol.arms=[{','.join(ARMS)}]",
+    "hydra.sweeper.n_trials=2",
+    f"hydra.sweeper.protocol.design.looks=[{','.join(map(str, LOOKS))}]",
+    "hydra.sweeper.protocol.cocktail.trials=3",
+    "hydra.sweeper.protocol.cocktail.min_delta=-1",
+    "hydra.sweeper.protocol.shared.trainer.max_epochs={type:int,low:2,high:3}",
+    "data.train_subset=50",
+]
 
 
-def load_runs(sweep: Path) -> list[dict]:
-    runs = []
-    for path in sorted(sweep.glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        m["config"] = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
-        runs.append(m)
-    return runs
+def runs(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.rglob("seed_*/metrics.json"))]
 
 
-def of(runs, stage, technique=None):
-    return [r for r in runs if r["protocol"]["stage"] == stage
-            and technique in (None, r["protocol"]["technique"])]  # fmt: skip
+def table(log_dir: Path) -> dict:
+    """Every trial of every study of the comparison: what a resumed run must reproduce."""
+    storage = f"sqlite:///{log_dir / 'optuna' / 'optuna.db'}"
+    out = {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        key = summary.study_name.partition("/")[2] or "index"
+        out[key] = sorted(
+            (t.number, t.state.name, t.value, json.dumps(t.params, sort_keys=True))
+            for t in study.trials
+        )
+    return out
 
 
 @pytest.mark.slow
 def test_tiny_comparison_end_to_end(tmp_path):
-    r = cli(*COMMAND, f"paths.log_dir={tmp_path}")
+    r = cli("reglab-train", *COMMAND, f"paths.log_dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps").iterdir()
-    record = json.loads((sweep / "protocol.json").read_text())
-    runs = load_runs(sweep)
-    (setting,) = record["settings"]
-    assert record["complete"] and record["seeds"] == SEEDS
-    assert record["techniques"] == ["baseline", "l2", "batch_norm"]
-    assert record["budget"] == {"tune": 2, "cocktail": 2, "per_round": 2, "cocktail_per_round": 4}
-    assert setting["stages"] == ["tune", "test", "cocktail"]
+    done = runs(sweep)
+    by_stage: dict[str, list[dict]] = {}
+    for m in done:
+        by_stage.setdefault(m["protocol"]["stage"], []).append(m)
 
-    # Stage 1: the same budget for a technique with a space, a single trial without one;
-    # validation only, on the tuning split (seed 0), never tested.
-    storage = record["storage"]
-    tune = of(runs, "tune")
-    assert sorted(r["protocol"]["technique"] for r in tune) == [
-        "baseline",
-        "batch_norm",
-        "l2",
-        "l2",
-    ]
-    for run in tune:
-        assert run["config"]["seed"] == 0 and run["config"]["data"]["split_seed"] == 0
-        assert not any(k.startswith("test/") for k in run) and "tune/pruned" in run
-        assert {"stage:tune", f"technique:{run['protocol']['technique']}"} <= set(
-            run["config"]["tags"]
+    # Stage 1: the same budget for every arm, the baseline included; validation only, on the
+    # tuning splits, never tested.
+    tune = by_stage["tune"]
+    trials = {}
+    for m in tune:
+        trials.setdefault(m["protocol"]["arm"], set()).add(m["protocol"]["trial"])
+        assert m["seed"] in TUNE_SEEDS and not any(k.startswith("test/") for k in m)
+        assert "optimizer.lr" in m["protocol"]["params"]  # the shared knobs, for every arm
+    assert trials == {arm: {0, 1} for arm in [BASELINE, *ARMS]}
+
+    # Stage 2: tested seeds come from the looks, and no tuning seed is ever tested.
+    test = by_stage["test"]
+    seeds = {}
+    for m in test:
+        seeds.setdefault(m["protocol"]["arm"], set()).add(m["seed"])
+        assert "test/acc" in m and m["protocol"]["look"] in (0, 1)
+    assert all(s in ({1, 2}, {1, 2, 3, 4}) for s in seeds.values()), seeds
+    assert seeds[BASELINE] == max(seeds.values(), key=len)
+    assert not set().union(*seeds.values()) & set(TUNE_SEEDS)
+
+    # Stage 3: the cocktail's search started from every member alone and all together.
+    cocktail = by_stage["cocktail_tune"]
+    starts = {
+        tuple(sorted(k for k, v in m["protocol"]["params"].items() if k.startswith(USE) and v))
+        for m in cocktail
+    }
+    assert {(f"{USE}batch_norm",), (f"{USE}l2",), (f"{USE}batch_norm", f"{USE}l2")} <= starts
+    assert {m["protocol"]["arm"] for m in by_stage["cocktail_test"]} == {COCKTAIL}
+
+    # The console: a progress line per round, Hydra's per-job lines in the sweep's log.
+    assert "runs done" in r.stderr and "ETA" in r.stderr
+    assert max(len(line) for line in (r.stderr + r.stdout).splitlines()) <= 200
+    assert "#0 :" in (sweep / "sweep.log").read_text()
+    assert (sweep / "report.md").is_file()
+
+    # The same command again: nothing to do, the same folder.
+    again = cli("reglab-train", *COMMAND, f"paths.log_dir={tmp_path}")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert runs(sweep) == done
+
+
+@pytest.mark.slow
+def test_a_killed_comparison_resumes_to_the_same_table(tmp_path):
+    clean = tmp_path / "clean"
+    r = cli("reglab-train", *COMMAND, f"paths.log_dir={clean}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    killed = tmp_path / "killed"
+    for landed in (3, 9, 16):  # in tuning, in the first look, in the cocktail's search
+        proc = popen_train(*COMMAND, f"paths.log_dir={killed}")
+        kill_when(
+            proc,
+            lambda n=landed: len(list(killed.rglob("seed_*/metrics.json"))) >= n,
+            f"{landed} runs",
         )
-    l2 = optuna.load_study(study_name=setting["tune"]["l2"]["study"], storage=storage)
-    assert len(l2.trials) == 2 and all(t.state == TrialState.COMPLETE for t in l2.trials)
-    best = max(l2.trials, key=lambda t: t.value)
-    assert setting["tuned"]["l2"] == best.params == setting["tune"]["l2"]["best_params"]
-    assert setting["tune"]["batch_norm"]["n_trials"] == 1 and setting["tuned"]["batch_norm"] == {}
-
-    # Stage 2: every technique at its tuned values, on each paired seed: the seed also draws
-    # the split (digits: the test split too); this is where the test set is used.
-    test = of(runs, "test")
-    assert sorted((r["protocol"]["technique"], r["seed"]) for r in test) == sorted(
-        (t, s) for t in record["techniques"] for s in SEEDS
-    )
-    for run in test:
-        assert run["config"]["data"]["split_seed"] == run["seed"] and "test/acc" in run
-        assert run["protocol"]["params"] == setting["tuned"][run["protocol"]["technique"]]
-        for key, value in run["protocol"]["params"].items():
-            group, name, knob = key.split(".")
-            assert run["config"][group][name][knob] == pytest.approx(value)
-
-    # Stage 3: members chosen on stage-2 *validation*, paired by seed, best first.
-    val = {(r["protocol"]["technique"], r["seed"]): r["val/acc"] for r in test}
-    deltas = {t: mean(val[t, s] - val["baseline", s] for s in SEEDS) for t in ("l2", "batch_norm")}
-    assert setting["validation_delta"] == pytest.approx(deltas)
-    assert setting["cocktail"]["members"] == sorted(deltas, key=lambda t: -deltas[t])
-    cocktail_tune = of(runs, "cocktail_tune")
-    assert len(cocktail_tune) == 2 and not any("test/acc" in r for r in cocktail_tune)
-    first = min(cocktail_tune, key=lambda r: r["protocol"]["trial"])
-    assert sorted(first["techniques"]["regularizer"]) == [
-        "batch_norm",
-        "l2",
-    ]  # all on, at tuned values
-    assert first["protocol"]["params"] == setting["tuned"]["l2"]
-    cocktail_test = of(runs, "cocktail_test")
-    assert sorted(r["seed"] for r in cocktail_test) == SEEDS
-    assert all(sorted(r["techniques"]["regularizer"]) == sorted(setting["cocktail"]["techniques"])
-               for r in cocktail_test)  # fmt: skip
-
-    # The same command again, after it finished, is a new comparison (a replicate) in a new
-    # folder; continuing a killed one is tested in test_shared.py.
-    again = cli(*COMMAND, f"paths.log_dir={tmp_path}")
-    assert again.returncode == 0, again.stderr[-3000:]
-    (other,) = [p for p in (tmp_path / "sweeps").iterdir() if p != sweep]
-    assert json.loads((other / "protocol.json").read_text())["name"] == f"{record['name']}.2"
-    assert len(list(other.glob("*/metrics.json"))) == len(runs)
+    r = cli("reglab-train", *COMMAND, f"paths.log_dir={killed}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert table(killed) == table(clean)
+    (sweep,) = (killed / "sweeps").iterdir()  # the restarts went on in the first folder
+    assert len(runs(sweep)) == len(runs(next((clean / "sweeps").iterdir())))

@@ -1,77 +1,56 @@
-"""The pruning callback stops a losing trial inside a real training run."""
+"""The pruning callback: Optuna's own pruner, fed only the trials of earlier rounds."""
 
 from __future__ import annotations
 
-import optuna
-from optuna.trial import TrialState
+import json
+from types import SimpleNamespace
 
-from reglab.tune.space import override_value
-from reglab.tune.studies import (
-    PRUNED_EPOCH,
-    BudgetStudy,
-    Heartbeat,
-    create,
-    open_storage,
-    storage_url,
-)
+import torch
 
-from ..conftest import train
+from reglab.tune.pruning import PruningCallback, reference, study_of
 
-EPOCHS = 4
-RUN = ["callbacks=none", "logger=csv", "trainer.accelerator=cpu", f"trainer.max_epochs={EPOCHS}",
-       "num_threads=1", "data.train_subset=100", "++trainer.enable_progress_bar=false"]  # fmt: skip
+MEDIAN = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 1}
 
 
-def pruning_override(url: str, number: int) -> str:
-    cb = {
-        "_target_": "reglab.tune.pruning.PruningCallback",
-        "storage": url,
-        "study": "s",
-        "trial": number,
-    }
-    return f"++callbacks.optuna_pruning={override_value(cb)}"
-
-
-def test_median_pruner_stops_a_losing_trial(tmp_path):
-    """Trial 0 (a working learning rate) sets the median; trial 1 (a learning rate that barely
-    moves the weights) is below it after its first epoch and stops there."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
-    storage = open_storage(url)
-    pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1, "n_warmup_steps": 0}
-    study = BudgetStudy(create(storage, "s", "maximize", None, pruner), 2,
-                        lambda t: {"optimizer.lr": t.suggest_float("optimizer.lr", 1e-7, 1e-2, log=True)},
-                        Heartbeat(storage, 3600), 60.0)  # fmt: skip
-    study.study.enqueue_trial({"optimizer.lr": 3e-3})
-    study.study.enqueue_trial({"optimizer.lr": 1e-7})
-    runs = []
-    for i in range(2):
-        number, params = study.ask()
-        runs.append(train([*RUN, f"optimizer.lr={params['optimizer.lr']}", pruning_override(url, number)],
-                          tmp_path / str(i)))  # fmt: skip
-        study.tell(number, runs[-1])
-
-    good, bad = study.trials()
-    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == list(
-        range(EPOCHS)
+def fake_trainer(epoch: int, value: float):
+    return SimpleNamespace(
+        sanity_checking=False,
+        current_epoch=epoch,
+        callback_metrics={"val/loss": torch.tensor(value)},
+        should_stop=False,
     )
-    assert runs[0]["epochs_trained"] == EPOCHS and runs[0]["tune/pruned"] == 0.0
-    assert bad.state == TrialState.PRUNED and bad.system_attrs[PRUNED_EPOCH] == 0
-    assert list(bad.intermediate_values) == [0]
-    assert bad.intermediate_values[0] < good.intermediate_values[0]
-    assert runs[1]["epochs_trained"] < EPOCHS and runs[1]["tune/pruned"] == 1.0
-    assert len(runs[1]["history"]) == 1  # one epoch was trained, then it stopped
-    assert (
-        "test/acc" in runs[1]
-    )  # the callback only stops training; this run was not told to skip the test
 
 
-def test_without_a_pruner_every_epoch_is_reported(tmp_path):
-    url = storage_url(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
-    study = create(open_storage(url), "s", "maximize", None, None)
-    trial = study.ask()
-    summary = train([*RUN, pruning_override(url, trial.number)], tmp_path / "run")
-    assert summary["epochs_trained"] == EPOCHS and summary["tune/pruned"] == 0.0
-    values = study.trials[0].intermediate_values
-    assert sorted(values) == list(range(EPOCHS))
-    assert values[EPOCHS - 1] == summary["val/acc"]
+def run(tmp_path, curves, values):
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps(reference(MEDIAN, "minimize", curves)))
+    cb = PruningCallback(str(ref), str(tmp_path / "job" / "pruned.json"))
+    cb.on_fit_start(None, None)
+    for epoch, value in enumerate(values):
+        trainer = fake_trainer(epoch, value)
+        cb.on_validation_end(trainer, None)
+        if trainer.should_stop:
+            return epoch
+    return None
+
+
+def test_a_losing_trial_is_stopped_after_the_warm_up(tmp_path):
+    good = {0: 1.0, 1: 0.5, 2: 0.3, 3: 0.2}
+    curves = [("COMPLETE", 0.2, good), ("COMPLETE", 0.25, good)]
+    assert run(tmp_path, curves, [2.0, 1.9, 1.8, 1.7]) == 1  # epoch 0 is the warm-up
+    assert json.loads((tmp_path / "job" / "pruned.json").read_text()) == {"epoch": 1}
+
+
+def test_a_winning_trial_and_too_few_references_go_on(tmp_path):
+    good = {0: 1.0, 1: 0.5, 2: 0.3}
+    curves = [("COMPLETE", 0.3, good), ("COMPLETE", 0.3, good)]
+    assert run(tmp_path, curves, [0.9, 0.4, 0.2]) is None
+    assert run(tmp_path, curves[:1], [2.0, 2.0, 2.0]) is None  # n_startup_trials=2
+    assert not (tmp_path / "job" / "pruned.json").exists()
+
+
+def test_the_rebuilt_study_holds_the_references(tmp_path):
+    curves = [("COMPLETE", 0.2, {0: 1.0}), ("PRUNED", None, {0: 3.0})]
+    study = study_of(reference(MEDIAN, "minimize", curves))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    assert study.trials[1].intermediate_values == {0: 3.0}

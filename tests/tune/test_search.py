@@ -1,70 +1,71 @@
-"""``reglab-train -m hparams_search=...``: a single search on the sweeper's machinery."""
+"""A plain search (hparams_search=...): validation only, "nothing to do" only when the SAME
+search is complete, a study name never reused by a different space, one driver at a time."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
 
-from ..conftest import cli
+from ..conftest import cli, kill_when, popen_train
 
-EPOCHS = 4
-# Real epochs (not fast_dev_run, which would force a test batch and report no epochs).
-TINY = ["logger=csv", "callbacks=none", "trainer.accelerator=cpu", f"trainer.max_epochs={EPOCHS}",
-        "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "num_threads=1"]  # fmt: skip
-
-
-def runs_of(folder: Path) -> dict[int, dict]:
-    """{trial number: metrics.json} of a sweep folder."""
-    out = {}
-    for path in folder.glob("*/metrics.json"):
-        m = json.loads(path.read_text())
-        out[m["protocol"]["trial"]] = m
-    return out
+SEARCH = [
+    "-m",
+    "hparams_search=optuna",
+    "hydra/launcher=basic",
+    "hydra.sweeper.n_trials=2",
+    "trainer.max_epochs=2",
+    "data.train_subset=50",
+]
+LR = "hydra.sweeper.search={optimizer.lr:{type:float,low:1e-4,high:1e-2,log:true}}"
 
 
-@pytest.mark.slow
-def test_pruned_trials_stop_early_and_never_see_the_test_set(tmp_path):
-    """A pruner that prunes every trial after its second epoch: each trial is PRUNED in the
-    study and trained fewer epochs than max_epochs; no trial ran a test batch."""
-    r = cli(
-        "reglab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY,
-        "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0",
-        "hydra.sweeper.pruner.n_warmup_steps=1",
-        f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    study = optuna.load_study(study_name="digits_mlp_regularizer.l2.strength",
-                              storage=f"sqlite:///{tmp_path}/optuna/optuna.db")  # fmt: skip
-    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
-    (sweep,) = (tmp_path / "sweeps").iterdir()
-    runs = runs_of(sweep)
-    for t in study.trials:
-        run = runs[t.number]
-        assert sorted(t.intermediate_values) == [0, 1]
-        assert run["status"] == "ok" and run["tune/pruned"] == 1.0
-        assert run["epochs_trained"] < EPOCHS and len(run["history"]) == 2
-        assert not any(k.startswith("test/") for k in run), sorted(run)
-        assert run["protocol"]["params"] == t.params
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["trials"] == {"complete": 0, "pruned": 2, "fail": 0}
+def results(log_dir: Path) -> list[dict]:
+    return [
+        yaml.safe_load(p.read_text()) for p in log_dir.glob("sweeps/*/optimization_results.yaml")
+    ]
 
 
 @pytest.mark.slow
-def test_searching_the_declared_spaces_of_the_selected_techniques(tmp_path):
-    r = cli("reglab-train", "-m", "hparams_search=techniques", "regularizer=[l2,dropout]",
-            "hydra.sweeper.n_trials=2", *TINY, f"paths.log_dir={tmp_path}")  # fmt: skip
+def test_a_search_is_validation_only_and_continues_not_repeats(tmp_path):
+    r = cli("reglab-train", *SEARCH, f"paths.log_dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
-    (sweep,) = (tmp_path / "sweeps").iterdir()
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["study"] == "digits_mlp_regularizer.dropout.p+regularizer.l2.strength"
-    assert set(results["space"]) == {"regularizer.l2.strength", "regularizer.dropout.p"}
-    for run in runs_of(sweep).values():
-        assert run["techniques"]["regularizer"] == ["dropout", "l2"]
-        assert set(run["protocol"]["params"]) == set(results["space"])
-        assert 0.0 <= run["protocol"]["params"]["regularizer.dropout.p"] <= 0.7
-    assert results["trials"]["complete"] == 2
+    (first,) = results(tmp_path)
+    assert set(first["best_params"]) == {"regularizer.l2.strength"}
+    metrics = list(tmp_path.glob("sweeps/*/trials/*/seed_*/metrics.json"))
+    assert len(metrics) == 2 and not any('"test/acc"' in p.read_text() for p in metrics)
+
+    again = cli("reglab-train", *SEARCH, f"paths.log_dir={tmp_path}")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+    # Another space is another search, under a name of its own: it runs.
+    other = cli("reglab-train", *SEARCH, LR, f"paths.log_dir={tmp_path}")
+    assert other.returncode == 0 and "nothing to do" not in other.stderr
+    assert any("optimizer.lr" in r["best_params"] for r in results(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_name_used_by_another_space_is_refused_and_one_driver_runs_it(tmp_path):
+    named = [*SEARCH, "hydra.sweeper.study_name=mine", f"paths.log_dir={tmp_path}"]
+    assert cli("reglab-train", *named).returncode == 0
+    r = cli("reglab-train", *named, LR)
+    assert r.returncode != 0
+    assert "study_name=mine was used by a different search" in r.stderr.strip().splitlines()[-1]
+
+    busy = [*SEARCH, "hydra.sweeper.study_name=busy", "hydra.sweeper.n_trials=50"]
+    proc = popen_train(*busy, f"paths.log_dir={tmp_path}")
+    try:
+        log = tmp_path / "sweeps"
+        kill_when(
+            proc,
+            lambda: any(log.glob("*/sweep.log")) and _second_is_refused(busy, tmp_path),
+            "a second driver refused",
+        )
+    finally:
+        proc.kill()
+
+
+def _second_is_refused(busy: list[str], log_dir: Path) -> bool:
+    r = cli("reglab-train", *busy, f"paths.log_dir={log_dir}")
+    return r.returncode != 0 and "is being run by another process" in r.stderr

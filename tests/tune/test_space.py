@@ -1,9 +1,8 @@
-"""Search spaces: the `_search_` grammar, its errors, Hydra's sweep syntax, override values."""
+"""Search spaces: the one written form (`{type, low, high, log, choices}`), its errors, override values."""
 
 from __future__ import annotations
 
 import pytest
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from reglab.core.errors import ConfigError
@@ -11,8 +10,7 @@ from reglab.tune.space import (
     bounds,
     distribution,
     override_value,
-    shorthand_space,
-    sweep_distribution,
+    spec_space,
     technique_space,
 )
 
@@ -70,29 +68,29 @@ def test_technique_space_keys_and_unknown_knobs():
         technique_space("regularizer", "l2", node)
 
 
-def test_shorthand_reads_the_current_type():
-    search = {"param": "regularizer.early_stopping.patience", "low": 1, "high": 8}
-    assert shorthand_space(search, 5) == {search["param"]: IntDistribution(1, 8)}
-    assert shorthand_space({**search, "log": True}, 5.0)[search["param"]] == FloatDistribution(
-        1, 8, log=True
+def test_a_search_space_may_nest_its_keys():
+    """``{optimizer.lr: spec}`` and ``{optimizer: {lr: spec}}`` are the same space."""
+    spec = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+    flat = spec_space(
+        "search", {"optimizer.lr": spec, "trainer.max_epochs": {"type": "int", "low": 2, "high": 9}}
     )
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("a=choice(0.0,-1.0)", CategoricalDistribution([0.0, -1.0])),
-        ("a=32,64,128", CategoricalDistribution([32, 64, 128])),
-        ("a=range(1,5)", IntDistribution(1, 4)),
-        ("a=interval(0.1,0.5)", FloatDistribution(0.1, 0.5)),
-        ("a=tag(log,interval(1e-4,1e-2))", FloatDistribution(1e-4, 1e-2, log=True)),
-        ("a=choice(adam,sgd)", CategoricalDistribution(["adam", "sgd"])),
-        ("a=3", None),
-    ],
-)
-def test_hydra_sweep_syntax(line, expected):
-    (override,) = OverridesParser.create().parse_overrides([line])
-    assert sweep_distribution(override) == expected
+    nested = spec_space(
+        "search",
+        {
+            "optimizer": {"lr": spec},
+            "trainer": {"max_epochs": {"type": "int", "low": 2, "high": 9}},
+        },
+    )
+    assert (
+        flat
+        == nested
+        == {
+            "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+            "trainer.max_epochs": IntDistribution(2, 9),
+        }
+    )
+    with pytest.raises(ConfigError, match=r"^search\.optimizer\.lr\.low=0\.0 must be > 0"):
+        spec_space("search", {"optimizer": {"lr": {**spec, "low": 0.0}}})
 
 
 def test_low_and_high_bounds():

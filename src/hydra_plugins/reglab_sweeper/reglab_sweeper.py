@@ -4,11 +4,15 @@ It decides which jobs to run (the trials of a search, or the stages of a compari
 them, a batch at a time, to whatever launcher is configured: ``basic`` runs them one after the
 other, ``joblib`` on every core, ``submitit_slurm`` as SLURM job arrays; the plan is the same.
 Hydra finds this module because ``hydra_plugins`` is a namespace package on the import path;
-importing it registers the config group option below. (No ``from __future__ import
+importing it registers the config group options below. (No ``from __future__ import
 annotations``: Hydra's plugin scan runs this module outside sys.modules, where dataclasses
 cannot resolve string annotations.)
+
+hydra-optuna-sweeper would be the obvious choice, but it pins optuna < 3 and SQLAlchemy < 2;
+this is the thin layer over current Optuna that replaces it.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +21,13 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import MISSING, DictConfig
+
+from reglab.core.paths import CONF_DIR
+from reglab.core.plan import BASELINE, Protocol
+
+# Hydra instantiates the sampler with the sweeper: QMCSampler is "experimental" in Optuna's sense
+# only, and its warning would be printed by every sweep.
+warnings.filterwarnings("ignore", message=r".* is experimental \(supported from")
 
 
 # Samplers and pruners are options of their own groups, as in Hydra's Optuna plugin:
@@ -75,44 +86,70 @@ class NopPrunerConf:
 
 @dataclass
 class ReglabSweeperConf:
+    """Every option of the sweeper, defined once; ``reglab.tune`` reads them from here."""
+
     _target_: str = "hydra_plugins.reglab_sweeper.reglab_sweeper.ReglabSweeper"
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "qmc"}, {"pruner": "median"}])
-    # Sweeps, as in Hydra's basic sweeper: `key: a,b` or `key: choice(...)`, `interval(...)`.
+    # Plain values for every job (`key: value`), as in Hydra's basic sweeper. In a comparison a
+    # swept key (`model: mlp,cnn`) runs the whole protocol once per value.
     params: dict[str, Any] | None = None
-    # A search: trials in all (over every run of the same command). A comparison: per technique.
+    # A search: {config key: {type: float|int|choice, low, high, log, step, choices}}, the same
+    # form as a technique's _search_ (hparams_search=optuna).
+    search: dict[str, Any] = field(default_factory=dict)
+    search_techniques: bool = False  # also the _search_ spaces of the selected techniques
+    # Trials per study: in a search, in all; in a comparison, per arm (the baseline included).
     n_trials: int = 20
-    # Trials of each study launched per round, all studies together (one launcher batch).
-    n_jobs: int = 1
-    direction: str = "maximize"
-    # The score of a trial, from its metrics.json: `tested` is the validation accuracy of the
-    # weights the test would use (best checkpoint or final); or any metric name.
-    objective: str = "tested"
-    monitor: str = "val/acc"  # what the pruner reads after each epoch
-    study_name: str | None = None
+    n_jobs: int = 1  # trials of each study launched per round (all studies share one batch)
+    # A trial's score, from its metrics.json: the lowest validation NLL over its epochs
+    # (continuous, so configurations can be told apart), averaged over its members.
+    objective: str = "val/loss_best"
+    direction: str = "minimize"
+    monitor: str = "val/loss"  # what the pruner reads after each epoch
+    study_name: str | None = None  # null: named after the data, model and command
     storage: str | None = None  # null: sqlite:///${paths.log_dir}/optuna/optuna.db
     sampler: Any = MISSING
     pruner: Any = MISSING
-    heartbeat_interval: float = 10.0
-    grace_period: float = 60.0  # a running trial without a heartbeat this long is run again
-    protocol: dict[str, Any] | None = None  # set: the comparison protocol (experiment=compare)
+    protocol: Protocol | None = None  # set: the comparison protocol (experiment=compare)
 
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="reglab", node=ReglabSweeperConf, provider="reglab")
-for _name, _node in {
-    "qmc": QMCSamplerConf,
-    "tpe": TPESamplerConf,
-    "random": RandomSamplerConf,
-}.items():
+_samplers = {"qmc": QMCSamplerConf, "tpe": TPESamplerConf, "random": RandomSamplerConf}
+for _name, _node in _samplers.items():
     _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="reglab")
-for _name, _node in {"median": MedianPrunerConf, "threshold": ThresholdPrunerConf,
-                     "hyperband": HyperbandPrunerConf, "none": NopPrunerConf}.items():  # fmt: skip
+_pruners = {
+    "median": MedianPrunerConf,
+    "threshold": ThresholdPrunerConf,
+    "hyperband": HyperbandPrunerConf,
+    "none": NopPrunerConf,
+}
+for _name, _node in _pruners.items():
     _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="reglab")
+
+
+def technique_options() -> dict[str, tuple[str, str]]:
+    """``{option: (group, name)}``: every technique file shipped with reglab (``none`` aside)."""
+    options: dict[str, tuple[str, str]] = {}
+    for group in ("regularizer", "augmentation"):
+        for path in sorted((CONF_DIR / group).glob("*.yaml")):
+            if path.stem != "none" and not path.stem.startswith("_"):
+                option = path.stem if path.stem not in options else f"{group}_{path.stem}"
+                options[option] = (group, path.stem)
+    return options
+
+
+# The `technique` group, for plain sweeps over one technique at a time: a basic Hydra sweep is a
+# cartesian product, so "the baseline plus each technique alone" cannot be written over the two
+# multi-select groups. `+technique=baseline,l2,mixup` can. (A comparison does not need it: it
+# reads the groups' options from Hydra's search path, your own folders included.)
+_store.store(group="technique", name=BASELINE, node={}, package="_global_")
+for _option, (_group, _name) in technique_options().items():
+    _node = {"defaults": [{f"override /{_group}": [_name]}]}
+    _store.store(group="technique", name=_option, node=_node, package="_global_")
 
 
 class ReglabSweeper(Sweeper):
     def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs  # read back from self.config.hydra.sweeper, resolved, by reglab.tune
         self.config: DictConfig | None = None
         self.launcher = None
         self.hydra_context: HydraContext | None = None
@@ -126,6 +163,6 @@ class ReglabSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        from reglab.tune.sweep import sweep
+        from reglab.tune.protocol import sweep  # the heavy part, only when a sweep runs
 
         sweep(self, arguments)

@@ -58,8 +58,10 @@ class Cocktail:
 class Protocol:
     """``hydra.sweeper.protocol``: the comparison (``experiment=compare``)."""
 
-    # The arms: every option of the regularizer and augmentation groups on Hydra's search path
-    # (a technique file in your own config folder joins by itself), less these.
+    # The arms besides the baseline: every option of the regularizer and augmentation groups on
+    # Hydra's search path (a technique file in your own config folder joins by itself), or only
+    # those named in ``arms``, less those in ``exclude``.
+    arms: list[str] | None = None
     exclude: list[str] = field(default_factory=list)
     # {config key: search spec} searched for EVERY arm, the baseline included, beside the arm's
     # own _search_ (same form: {type: float|int|choice, low, high, log, step, choices}).

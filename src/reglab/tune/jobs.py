@@ -1,122 +1,219 @@
-"""From planned jobs to a Hydra launcher's batches, and back to each job's metrics.json.
+"""Jobs: what the driver hands to Hydra's launcher, and what it reads back.
 
-A job is an ordinary ``reglab-train`` run plus overrides that say what it is for:
+A job is an ordinary ``reglab-train`` run of one configuration with one member per seed
+(``seeds=[...]``: trained together, each exactly the run it would be alone). It writes
+``<sweep>/<subdir>/seed_<s>/metrics.json`` per member; ``subdir`` is fixed by what the job is
+(``tune/l2/3``: trial 3 of l2's tuning), so a job that a kill interrupted runs again into the
+same folder. Its overrides say what it is for:
 
-- ``++protocol={stage, technique, trial, params, study}``: copied into metrics.json and the W&B
-  config, so the report tells stages and trials apart;
-- ``tags=[..., stage:S, technique:T, trial:N]`` and, with a W&B logger, ``job_type=S``;
+- ``++protocol={comparison, stage, arm, trial, params, space, look}``: copied into every
+  member's metrics.json and its W&B config;
+- ``tags=[..., stage:S, arm:A]`` and, with a W&B logger, the W&B group (the comparison) and
+  job type (the stage);
 - in tuning stages, the pruning callback and ``++trainer.limit_test_batches=0``: a trial is
   scored on validation only and never touches the test set.
+
+Hydra's launchers log every job's full override line; those lines go to ``<sweep>/sweep.log``
+and the console gets one progress line per round instead (``Progress``).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import logging
+import shutil
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from reglab.core.plan import Stage
 from reglab.training.loggers import is_wandb
+from reglab.tune.pruning import PRUNED_FILE
 from reglab.tune.space import override_value
 
-TUNING_STAGES = ("search", "tune", "cocktail_tune")
+LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins")
 
 
 @dataclass
 class Job:
-    stage: str  # search | tune | test | cocktail_tune | cocktail_test
-    technique: str | None  # baseline, l2, ..., cocktail; None in a plain search
-    overrides: list[str]  # what to train: technique choice, parameter values, seed
-    params: dict = field(default_factory=dict)  # the sampled or tuned values, {dotted.key: value}
-    study: str | None = None
-    trial: int | None = None
+    stage: str
+    arm: str
+    subdir: str  # relative to the sweep folder
+    seeds: list[int]
+    overrides: list[str]  # the technique choice and the parameter values
+    record: dict  # the protocol record (reglab.core.plan.RECORD_KEYS)
+    reference: Path | None = None  # the pruning reference (tuning stages)
+    trials: list = field(default_factory=list)  # the Optuna trials it answers, one per member
 
 
-def param_overrides(params: dict) -> list[str]:
-    return [f"{k}={override_value(v)}" for k, v in params.items()]
+@dataclass
+class Result:
+    members: list[dict | None]  # each seed's metrics.json (None: the job died before writing it)
+    pruned: bool
+
+    @property
+    def ok(self) -> list[dict]:
+        return [m for m in self.members if m and m.get("status") == "ok"]
+
+
+def read_result(folder: Path, seeds: list[int]) -> Result:
+    members = []
+    for seed in seeds:
+        path = folder / f"seed_{seed}" / "metrics.json"
+        try:
+            members.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            members.append(None)
+    return Result(members, (folder / PRUNED_FILE).is_file())
 
 
 class Runner:
-    """Hands jobs to the configured Hydra launcher; numbers them on from what the sweep folder
-    already holds (a resumed run writes next to the first one's jobs)."""
+    """Hands jobs to the configured Hydra launcher, one batch at a time."""
 
-    def __init__(self, sweeper, fixed: list[str], storage_url: str, monitor: str = "val/acc"):
-        self.sweeper, self.fixed, self.storage_url, self.monitor = (
-            sweeper,
-            fixed,
-            storage_url,
-            monitor,
-        )
-        cfg: DictConfig = sweeper.config
+    def __init__(self, sweeper, fixed: list[str], sweep_dir: Path, monitor: str):
+        self.sweeper, self.fixed, self.monitor = sweeper, fixed, monitor
+        self.sweep_dir = Path(sweep_dir)
+        cfg = sweeper.config
         self.tags = [str(t) for t in (cfg.get("tags") or [])]
         self.wandb_keys = [k for k, v in (cfg.get("logger") or {}).items() if is_wandb(v)]
+        self.extra: list[str] = [f"hydra.sweep.dir={override_value(str(self.sweep_dir))}"]
         self.next_idx = 0
-        self.sweep_dir = Path(str(cfg.hydra.sweep.dir))
-        self.extra: list[str] = []  # e.g. hydra.sweep.dir when continuing in an earlier folder
-        self.validated: set = set()
-
-    def set_sweep_dir(self, path: Path) -> None:
-        self.sweep_dir = Path(path)
-        numbers = [
-            int(m.group(1)) for p in self.sweep_dir.glob("*") if (m := re.match(r"(\d+)_", p.name))
-        ]
-        self.next_idx = max(numbers, default=-1) + 1
+        self.validated: set[str] = set()
+        self.progress = Progress()
+        route_launcher_logs(self.sweep_dir / "sweep.log")
 
     def overrides(self, job: Job) -> list[str]:
-        protocol = {"stage": job.stage, "technique": job.technique, "trial": job.trial,
-                    "params": job.params, "study": job.study}  # fmt: skip
-        tags = [*self.tags, f"stage:{job.stage}"]
-        if job.technique:
-            tags.append(f"technique:{job.technique}")
-        if job.trial is not None:
-            tags.append(f"trial:{job.trial}")
-        out = [*self.fixed, *job.overrides, f"++protocol={override_value(protocol)}",
-               f"tags={override_value(list(dict.fromkeys(tags)))}"]  # fmt: skip
-        out += [f"++logger.{k}.job_type={job.stage}" for k in self.wandb_keys]
-        if job.stage in TUNING_STAGES:
-            callback = {"_target_": "reglab.tune.pruning.PruningCallback", "storage": self.storage_url,
-                        "study": job.study, "trial": job.trial, "monitor": self.monitor}  # fmt: skip
-            out += [f"++callbacks.optuna_pruning={override_value(callback)}",
-                    "++trainer.limit_test_batches=0"]  # fmt: skip
+        tags = list(dict.fromkeys([*self.tags, f"stage:{job.stage}", f"arm:{job.arm}"]))
+        out = [
+            *self.fixed,
+            *job.overrides,
+            f"seeds={override_value(job.seeds)}",
+            f"++protocol={override_value(job.record)}",
+            f"tags={override_value(tags)}",
+            f"hydra.sweep.subdir={override_value(job.subdir)}",
+        ]
+        group = job.record.get("comparison") or "search"
+        for key in self.wandb_keys:
+            out.append(f"++logger.{key}.group={override_value(group)}")
+            out.append(f"++logger.{key}.job_type={job.stage}")
+        if job.stage in Stage.TUNING:
+            callback = {
+                "_target_": "reglab.tune.pruning.PruningCallback",
+                "reference": str(job.reference),
+                "flag": str(self.sweep_dir / job.subdir / PRUNED_FILE),
+                "monitor": self.monitor,
+            }
+            out += [
+                f"++callbacks.optuna_pruning={override_value(callback)}",
+                "++trainer.limit_test_batches=0",
+            ]
         return [*out, *self.extra]
 
-    def run(self, jobs: list[Job]) -> list[dict | None]:
-        """Launch ``jobs`` as one batch; each job's metrics.json (None if it wrote none)."""
+    def run(self, jobs: list[Job]) -> list[Result]:
+        """Launch ``jobs`` as one batch and read each job's members back. A member folder that
+        exists already belongs to a run that a kill interrupted: it is emptied first."""
         if not jobs:
             return []
+        folders = [self.sweep_dir / j.subdir for j in jobs]
+        for folder, job in zip(folders, jobs, strict=True):
+            (folder / PRUNED_FILE).unlink(missing_ok=True)
+            for seed in job.seeds:
+                shutil.rmtree(folder / f"seed_{seed}", ignore_errors=True)
         batch = [self.overrides(j) for j in jobs]
-        # Composing a job costs ~0.3 s: check the first of each stage here, so a bad override
-        # stops the sweep with Hydra's message before any launch instead of failing every job.
-        kinds = {j.stage: b for j, b in reversed(list(zip(jobs, batch, strict=True)))}
-        new = [b for k, b in kinds.items() if k not in self.validated]
-        if new:
-            self.sweeper.validate_batch_is_legal(new)
-            self.validated.update(kinds)
-        results = self.sweeper.launcher.launch(batch, initial_job_idx=self.next_idx)
+        # Composing costs a fraction of a second: check one job per stage here, so a bad
+        # override stops the sweep with Hydra's message before anything is launched.
+        first = {
+            j.stage: b for j, b in zip(jobs, batch, strict=True) if j.stage not in self.validated
+        }
+        if first:
+            self.sweeper.validate_batch_is_legal(list(first.values()))
+            self.validated.update(first)
+        members = sum(len(j.seeds) for j in jobs)
+        with self.progress.watching(folders, members):
+            self.sweeper.launcher.launch(batch, initial_job_idx=self.next_idx)
         self.next_idx += len(batch)
-        return [read_result(r) for r in results]
+        return [read_result(f, j.seeds) for f, j in zip(folders, jobs, strict=True)]
 
 
-def read_result(ret) -> dict | None:
-    """A finished job's metrics.json (train.py writes it, also for a failed run)."""
-    try:
-        out = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) / "metrics.json"
-        return json.loads(out.read_text())
-    except Exception:  # noqa: BLE001 - no folder or no file: the job died before writing it
-        return None
+def route_launcher_logs(path: Path) -> None:
+    """Hydra's per-job override lines (hundreds of long lines) go to ``path`` only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+    for name in LAUNCHER_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    say(f"per-job launch details: {path}")
 
 
-def finished_runs(sweep_dir: Path, ok_only: bool = True) -> list[dict]:
-    """The metrics.json of every protocol run in ``sweep_dir`` that succeeded (or, with
-    ``ok_only=False``, finished at all), to skip them when resuming."""
-    out = []
-    for path in Path(sweep_dir).glob("*/metrics.json"):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (m.get("status") == "ok" or not ok_only) and isinstance(m.get("protocol"), dict):
-            out.append(m)
-    return out
+def say(msg: str) -> None:
+    print(f"reglab: {msg}", file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """One line about the whole sweep: stage, runs done / planned, failed, running, elapsed,
+    ETA, best so far. Printed after every round; on a terminal it also updates in place while a
+    round runs, counting the members' metrics.json as they land (on any launcher, SLURM too)."""
+
+    def __init__(self):
+        self.start = time.time()
+        self.stage, self.planned, self.done, self.failed, self.best = "", 0, 0, 0, ""
+        self.live = sys.stderr.isatty()
+
+    def line(self, running: int = 0) -> str:
+        elapsed = time.time() - self.start
+        left = max(self.planned - self.done - running, 0) + running
+        eta = _clock(elapsed / self.done * left) if self.done else "?"
+        parts = [
+            f"[{self.stage}] {self.done}/{self.planned} runs done",
+            f"{self.failed} failed",
+            *([f"{running} running"] if running else []),
+            f"{_clock(elapsed)} elapsed, ETA {eta}",
+            *([f"best: {self.best}"] if self.best else []),
+        ]
+        return " | ".join(parts)[:200]
+
+    def count(self, results: list[Result]) -> None:
+        for r in results:
+            self.done += len(r.members)
+            self.failed += sum(1 for m in r.members if not m or m.get("status") != "ok")
+        say(self.line())
+
+    def watching(self, folders: list[Path], members: int):
+        return _Watch(self, folders, members)
+
+
+class _Watch:
+    def __init__(self, progress: Progress, folders: list[Path], members: int):
+        self.progress, self.folders, self.members = progress, folders, members
+        self.stop = threading.Event()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            landed = sum(1 for f in self.folders for _ in f.glob("seed_*/metrics.json"))
+            p = self.progress
+            p.done += landed
+            text = p.line(running=self.members - landed)
+            p.done -= landed
+            print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if self.progress.live:
+            self.thread = threading.Thread(target=self._loop, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.progress.live:
+            self.thread.join()
+            print("\r\033[K", end="", file=sys.stderr, flush=True)

@@ -1,334 +1,428 @@
-"""The comparison protocol (``reglab-train experiment=compare``), planned as one Hydra multirun.
+"""What ``hydra/sweeper=reglab`` runs: a plain search, or the comparison protocol.
 
-For each setting (one unless another key is swept, e.g. ``model=mlp,cnn``):
+The comparison (``reglab-train experiment=compare``; its plan is ``hydra.sweeper.protocol``, a
+``reglab.core.plan.Protocol``), in the order it runs, for each setting (one, unless another key
+is swept, e.g. ``model=mlp,cnn``):
 
-1. **tune**: every technique and the baseline get the same budget of Optuna trials over their
-   declared ``_search_`` space (a technique without one gets a single trial), on one split
-   (``tune_seed``), scored on validation only, losing trials pruned after any epoch;
-2. **test**: each technique at its best trial's values, and the baseline, over the paired seeds:
-   seed s sets ``seed`` (initialization, batch order) and ``data.split_seed`` (the train/val
-   split, and digits' test split), the same for every technique. Only this stage and 3b test;
-3. **cocktail**: the techniques whose tuned configuration beat the baseline on *validation* in
-   stage 2 (mean paired difference over the seeds; the test set plays no part in the choice)
-   are searched together, each on/off with its knobs, with a budget of the same kind; the best
-   combination is then tested on the same paired seeds.
+1. **tune**: every arm (the baseline and each option of the ``regularizer`` and
+   ``augmentation`` groups on Hydra's search path) gets the same budget of trials
+   (``n_trials``) over its own ``_search_`` plus the shared knobs (learning rate, epochs, ...).
+   A trial trains one member per tuning seed (``tune_seeds``: splits no test seed uses) and
+   scores the mean of their ``val/loss_best``; losing trials are pruned after any epoch. The
+   test set is never touched (``limit_test_batches=0``).
+2. **test**: each arm at its best trial's values, and the baseline, over the paired seeds
+   (seed s: the same split, init and batch order for every arm; the test pool is fixed).
+   Seeds come in looks (``design.looks``, e.g. 5, 10, 20, 30): after each look
+   ``reglab.stats.sequential`` gives every arm a verdict, and only the undecided arms get the
+   next look's seeds; the baseline gets as many as the arm that has most.
+3. **cocktail**: the arms that beat the baseline on *validation* in stage 2 (never the test
+   metric) are searched together (each on/off with its knobs). The search starts from every
+   member alone at its tuned values and from all of them together, so on validation it ends
+   no worse than its best member. The best combination is tested like an arm (step 2), as a
+   family of its own.
 
-Every job is an ordinary training run whose metrics.json carries ``protocol`` (stage, technique,
-trial, params, study). ``protocol.json`` in the sweep folder holds the plan and its outcome:
-the tuned values per technique, the seeds, the budgets, the cocktail's members.
+The state is the Optuna storage (``reglab.tune.studies``): one study per arm and stage, whose
+trials are the tuning trials and the test seeds. The same command again continues a killed
+comparison exactly: a trial left RUNNING runs again with its own values, into its own folder.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import functools
+import itertools
+import json
+import math
 from pathlib import Path
 from statistics import mean
 
-from reglab.compare import NEEDS_MODEL, technique_options
-from reglab.core.errors import ConfigError
-from reglab.core.io import write_json_atomic
-from reglab.tune.jobs import Job, finished_runs, param_overrides
-from reglab.tune.session import Session, describe_space, optimize, say
-from reglab.tune.space import distribution, suggest, technique_space
-from reglab.tune.studies import objective_of
+from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
-BASELINE = "baseline"
-COCKTAIL = "cocktail"
-USE = "use."  # a cocktail trial's on/off parameter of a member: use.<technique>
+from reglab.core.errors import ConfigError, fail
+from reglab.core.plan import BASELINE, COCKTAIL, USE, Protocol, Stage
+from reglab.stats import next_seeds, sequential
+from reglab.tune.driver import Driver, digest, param_overrides
+from reglab.tune.jobs import Job, say
+from reglab.tune.search import Search
+from reglab.tune.space import describe, spec_space, suggest, technique_space
+from reglab.tune.studies import FINISHED, Study
 
-
-@dataclass
-class Setting:
-    label: str  # "" for the only setting, else its overrides joined: "model=cnn"
-    overrides: list[str]
+GROUPS = ("regularizer", "augmentation")
 
 
-@dataclass
-class Plan:
-    name: str  # the comparison's name: its studies are <name>[/<setting>]/tune/<technique>, ...
-    techniques: list[str]
-    seeds: list[int]
-    settings: list[Setting]
-    tune_seed: int = 0
-    shared: dict | None = None  # {key: spec} tuned with every technique, the baseline included
-    cocktail_trials: int = 0  # 0: no stage 3
-    cocktail_per_round: int = 4  # cocktail trials launched together (one study: no other jobs)
-    max_members: int = 6
-    min_delta: float = 0.0
-
-    @classmethod
-    def of(cls, name, techniques, seeds, settings, opts: dict | None, n_trials: int) -> Plan:
-        opts = dict(opts or {})
-        cocktail = opts.pop("cocktail", None) or {}
-        plan = cls(
-            name=name, techniques=techniques, seeds=seeds, settings=settings,
-            tune_seed=int(opts.pop("tune_seed", 0)), shared=opts.pop("shared", None) or {},
-            cocktail_trials=int(cocktail.get("trials", 2 * n_trials) or 0),
-            cocktail_per_round=int(cocktail.get("per_round", 4)),
-            max_members=int(cocktail.get("max_members", 6)),
-            min_delta=float(cocktail.get("min_delta", 0.0)),
-        )  # fmt: skip
-        if opts:
-            raise ConfigError(f"hydra.sweeper.protocol has unknown keys {sorted(opts)}; "
-                              "use tune_seed, shared, cocktail")  # fmt: skip
-        if plan.tune_seed in seeds:
-            raise ConfigError(f"hydra.sweeper.protocol.tune_seed={plan.tune_seed} is also a test "
-                              f"seed ({seeds}): tune on a split the test stage does not use")  # fmt: skip
-        return plan
+def sweep(sweeper, arguments: list[str]) -> None:
+    try:
+        _sweep(sweeper, arguments)
+    except ConfigError as e:
+        folder = Path(str(sweeper.config.hydra.sweep.dir))
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # refused before anything ran: leave no empty sweep folder behind
+        fail(str(e))
 
 
-def seed_overrides(seed: int) -> list[str]:
-    """One seed for everything that is random: init and batch order, and the data split."""
-    return [f"seed={seed}", f"data.split_seed={seed}"]
+def parse(sweeper, arguments: list[str]) -> list:
+    """``hydra.sweeper.params`` then the command line, one override per key (the last wins)."""
+    params = sweeper.config.hydra.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(arguments)
+    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    return list({o.key_or_group: o for o in parser.parse_overrides(lines)}.values())
 
 
-class Comparison:
-    def __init__(self, session: Session, plan: Plan):
-        self.session, self.plan = session, plan
-        self.options = technique_options()
-        self.record: dict = {
-            "name": plan.name,
-            "storage": session.url,
-            "objective": session.opts.objective,
-            "direction": session.opts.direction,
-            "budget": {
-                "tune": session.opts.n_trials,
-                "cocktail": plan.cocktail_trials,
-                "per_round": session.opts.n_jobs,
-                "cocktail_per_round": plan.cocktail_per_round,
-            },  # fmt: skip
-            "tune_seed": plan.tune_seed,
-            "seeds": plan.seeds,
-            "techniques": plan.techniques,
-            "settings": [],
-        }
+def _sweep(sweeper, arguments: list[str]) -> None:
+    overrides = parse(sweeper, arguments)
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    swept = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        for o in overrides
+        if o.is_sweep_override()
+    ]
+    settings = [list(c) for c in itertools.product(*swept)] or [[]]
+    opts = sweeper.config.hydra.sweeper
+    if opts.protocol is None:
+        if len(settings) > 1:
+            raise ConfigError(
+                f"a search samples its keys from hydra.sweeper.search; {swept[0][0]}"
+                " is a list of values: write it as {type: choice, choices: [...]}"
+            )
+        Search(sweeper, fixed).run()
+    else:
+        Comparison(sweeper, fixed, settings).run()
 
-    @property
-    def sweep_dir(self) -> Path:
-        return self.session.runner.sweep_dir
 
-    def save(self) -> None:
-        write_json_atomic(self.sweep_dir / "protocol.json", self.record)
-
-    def run(self) -> None:
-        started = time.time()
-        for setting in self.plan.settings:
-            entry = {"label": setting.label, "overrides": setting.overrides, "stages": []}
-            self.record["settings"].append(entry)
-            self.run_setting(setting, entry)
-        self.record["complete"] = True
-        self.save()
-        say(f"comparison {self.plan.name}: done in {time.time() - started:.0f} s -> "
-            f"{self.sweep_dir / 'protocol.json'}")  # fmt: skip
-
-    # ---------------------------------------------------------------------------- spaces
-
-    def group_of(self, technique: str) -> tuple[str, str] | None:
-        return None if technique == BASELINE else self.options[technique]
-
-    def spaces(self, setting: Setting) -> tuple[dict, str]:
-        """Each technique's search space (declared ``_search_`` + ``shared``), read from one
-        composed config that selects them all; and the setting's model name."""
-        chosen = {"regularizer": [], "augmentation": []}
-        for t in self.plan.techniques:
-            if (gn := self.group_of(t)) is not None:
-                chosen[gn[0]].append(gn[1])
-        cfg = self.session.compose([*setting.overrides,
-                                    *(f"{g}=[{','.join(n)}]" for g, n in chosen.items() if n)])  # fmt: skip
-        shared = {
-            k: distribution(f"hydra.sweeper.protocol.shared.{k}", v)
-            for k, v in self.plan.shared.items()
-        }
-        spaces = {}
-        for t in self.plan.techniques:
-            gn = self.group_of(t)
-            own = technique_space(gn[0], gn[1], cfg[gn[0]][gn[1]]) if gn else {}
-            spaces[t] = {**own, **shared}
-        return spaces, str(cfg.model.get("name"))
-
-    def study_name(self, setting: Setting, *parts: str) -> str:
-        return "/".join([self.plan.name, *([setting.label] if setting.label else []), *parts])
-
-    # ---------------------------------------------------------------------------- stages
-
-    def run_setting(self, setting: Setting, entry: dict) -> None:
-        spaces, model = self.spaces(setting)
-        tuned = self.tune(setting, spaces, entry)
-        self.test(setting, entry, tuned)
-        members = self.helped(setting, entry, model)
-        if len(members) >= 2 and self.plan.cocktail_trials > 0:
-            best = self.cocktail_tune(setting, entry, members, spaces, tuned)
-            if best is not None:
-                self.cocktail_test(setting, entry, best)
-
-    def tune(self, setting: Setting, spaces: dict, entry: dict) -> dict:
-        """Stage 1. Returns each technique's tuned values ({} for none or no finished trial)."""
-        n_trials, studies = self.session.opts.n_trials, []
-        for t in self.plan.techniques:
-            space, name = spaces[t], self.study_name(setting, "tune", t)
-            study = self.session.study(
-                name, n_trials if space else 1, lambda trial, s=space: suggest(trial, s)
+class Comparison(Driver):
+    def __init__(self, sweeper, fixed: list[str], settings: list[list[str]]):
+        cfg = sweeper.config
+        self.plan: Protocol = OmegaConf.to_object(cfg.hydra.sweeper.protocol)
+        self.settings = settings
+        task = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+        plan = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+        plan.pop("study_name", None)
+        fingerprint = digest(task, plan, settings)
+        name = (
+            cfg.hydra.sweeper.study_name
+            or f"compare_{cfg.data.name}_{cfg.model.name}_{fingerprint}"
+        )
+        super().__init__(sweeper, fixed, name, fingerprint)
+        self.options = self.arm_options()
+        self.arms = [BASELINE, *self.options]
+        bad = set(self.plan.tune_seeds) & set(self.seeds(self.plan.design.looks[-1]))
+        if bad:
+            raise ConfigError(
+                f"hydra.sweeper.protocol.tune_seeds {sorted(bad)} are also test seeds; "
+                "tune on splits the test stage never uses"
             )
 
-            def make(number, params, t=t, name=name):
-                return Job("tune", t, [f"+technique={t}", *param_overrides(params),
-                                       *seed_overrides(self.plan.tune_seed), *setting.overrides],
-                           params, name, number)  # fmt: skip
-
-            studies.append((study, make))
-        say(f"stage 1 (tune): {len(studies)} studies, up to {n_trials} trials each"
-            f"{' [' + setting.label + ']' if setting.label else ''}")  # fmt: skip
-        optimize(self.session, studies, per_round=self.session.opts.n_jobs)
-        tuned, entry["tune"] = {}, {}
-        for t, (study, _) in zip(self.plan.techniques, studies, strict=True):
-            summary = study.summary()
-            summary["space"] = describe_space(spaces[t])
-            tuned[t] = summary["best_params"] or {}
-            if summary["best_params"] is None:
-                summary["note"] = "no trial finished: tested at the YAML's default values"
-            entry["tune"][t] = summary
-        entry["tuned"] = tuned
-        entry["stages"].append("tune")
-        self.save()
-        return tuned
-
-    def seeded_jobs(self, stage: str, technique: str, study: str, base: list[str], params: dict,
-                    setting: Setting) -> list[Job]:  # fmt: skip
-        """One job per paired seed, less those the sweep folder already holds (a resumed run)."""
-        done = {m.get("seed") for m in finished_runs(self.sweep_dir)
-                if m["protocol"].get("stage") == stage and m["protocol"].get("study") == study}  # fmt: skip
-        return [Job(stage, technique, [*base, *param_overrides(params), *seed_overrides(s),
-                                       *setting.overrides], params, study)  # fmt: skip
-                for s in self.plan.seeds if s not in done]  # fmt: skip
-
-    def test(self, setting: Setting, entry: dict, tuned: dict) -> None:
-        """Stage 2: every technique at its tuned values over the paired seeds."""
-        jobs = []
-        for t in self.plan.techniques:
-            jobs += self.seeded_jobs("test", t, self.study_name(setting, "tune", t),
-                                     [f"+technique={t}"], tuned[t], setting)  # fmt: skip
-        say(f"stage 2 (test): {len(self.plan.techniques)} techniques x {len(self.plan.seeds)} "
-            f"paired seeds ({len(jobs)} runs to go)")  # fmt: skip
-        self.session.runner.run(jobs)
-        entry["stages"].append("test")
-        self.save()
-
-    def validation_scores(self, stage: str, study: str) -> dict[int, float]:
-        out = {}
-        for m in finished_runs(self.sweep_dir):
-            p = m["protocol"]
-            if (
-                p.get("stage") == stage
-                and p.get("study") == study
-                and m.get("seed") in self.plan.seeds
+    def arm_options(self) -> dict[str, tuple[str, str]]:
+        """``{arm: (group, option)}`` from Hydra's config search path (your own folders too)."""
+        loader = self.sweeper.hydra_context.config_loader
+        config = self.cfg.hydra.job.config_name
+        hydra_overrides = [str(o) for o in self.cfg.hydra.overrides.hydra]
+        out: dict[str, tuple[str, str]] = {}
+        for group in GROUPS:
+            for option in loader.get_group_options(
+                group, ObjectType.CONFIG, config, hydra_overrides
             ):
-                value = objective_of(m, self.session.opts.objective)
-                if value is not None:
-                    out[m["seed"]] = value
+                if option == "none" or option.startswith("_") or option in self.plan.exclude:
+                    continue
+                if self.plan.arms is not None and option not in self.plan.arms:
+                    continue
+                out[option if option not in out else f"{group}_{option}"] = (group, option)
         return out
 
-    def helped(self, setting: Setting, entry: dict, model: str) -> list[str]:
-        """Techniques whose tuned configuration beat the baseline on validation in stage 2:
-        the mean over seeds of (technique - baseline) above ``min_delta``; best first."""
-        sign = 1 if self.session.opts.direction == "maximize" else -1
-        base = self.validation_scores("test", self.study_name(setting, "tune", BASELINE))
-        deltas = {}
-        for t in self.plan.techniques:
-            if t == BASELINE or NEEDS_MODEL.get(self.options[t][1], model) != model:
-                continue
-            own = self.validation_scores("test", self.study_name(setting, "tune", t))
-            paired = [sign * (own[s] - base[s]) for s in own if s in base]
-            if paired:
-                deltas[t] = mean(paired)
-        ranked = sorted(
-            (t for t, d in deltas.items() if d > self.plan.min_delta), key=lambda t: -deltas[t]
-        )
-        members = ranked[: self.plan.max_members]
-        entry["validation_delta"] = {t: deltas[t] for t in sorted(deltas, key=lambda t: -deltas[t])}
-        entry["cocktail"] = {"members": members, "rule": (
-            f"mean paired stage-2 validation {self.session.opts.objective} minus the baseline's "
-            f"> {self.plan.min_delta}, at most {self.plan.max_members}, best first")}  # fmt: skip
-        if len(members) < 2:
-            entry["cocktail"]["skipped"] = (
-                f"{len(members)} technique(s) helped on validation; a cocktail needs 2"
+    def seeds(self, n: int) -> list[int]:
+        return list(range(self.plan.first_seed, self.plan.first_seed + n))
+
+    def run(self) -> None:
+        if self.index.study.user_attrs.get("complete"):
+            say(
+                f"nothing to do: {self.name} is complete (report: {self.sweep_dir / 'report.md'}); "
+                "hydra.sweeper.study_name=NEW starts another"
             )
-            say(f"stage 3 (cocktail): skipped: {entry['cocktail']['skipped']}")
-        elif self.plan.cocktail_trials <= 0:
-            entry["cocktail"]["skipped"] = "hydra.sweeper.protocol.cocktail.trials=0"
-        self.save()
-        return members
+            return
+        for setting in self.settings:
+            self.run_setting(setting)
+        self.index.study.set_user_attr("complete", True)
+        say(f"comparison {self.name} done -> {self.sweep_dir / 'report.md'}")
 
-    def cocktail_overrides(self, params: dict) -> list[str]:
-        """A cocktail trial's parameters as a job's overrides: the groups' on-lists + knobs."""
-        chosen = {"regularizer": [], "augmentation": []}
-        for key, on in params.items():
-            if key.startswith(USE) and on:
-                group, name = self.options[key[len(USE) :]]
-                chosen[group].append(name)
-        knobs = {k: v for k, v in params.items() if not k.startswith(USE)}
-        return [*(f"{g}=[{','.join(n)}]" for g, n in chosen.items() if n), *param_overrides(knobs)]
+    # ------------------------------------------------------------------------- helpers
 
-    def cocktail_tune(self, setting, entry, members, spaces, tuned) -> dict | None:
-        """Stage 3a: on/off plus knobs of each member; the first trial is all members on at
-        their tuned values. Returns the best trial's parameters."""
-        name = self.study_name(setting, COCKTAIL)
+    def prefix(self, setting: list[str]) -> str:
+        return ",".join(setting) + "/" if setting else ""
+
+    def choice(self, arm: str, params: dict) -> list[str]:
+        """The overrides that select ``arm`` (a cocktail: its members switched on)."""
+        chosen = {g: [] for g in GROUPS}
+        if arm == COCKTAIL:
+            for key, on in params.items():
+                if key.startswith(USE) and on:
+                    group, option = self.options[key.removeprefix(USE)]
+                    chosen[group].append(option)
+        elif arm != BASELINE:
+            group, option = self.options[arm]
+            chosen[group].append(option)
+        return [f"{g}=[{','.join(o)}]" for g, o in chosen.items() if o] + param_overrides(params)
+
+    def spaces(self, setting: list[str]) -> dict[str, dict]:
+        """Each arm's space: its declared ``_search_`` plus the shared knobs."""
+        loader = self.sweeper.hydra_context.config_loader
+        select = [
+            f"{g}=[{','.join(o for a, (gg, o) in self.options.items() if gg == g)}]"
+            for g in GROUPS
+            if any(gg == g for gg, _ in self.options.values())
+        ]
+        cfg = loader.load_sweep_config(self.cfg, [*self.fixed, *setting, *select])
+        shared = spec_space("hydra.sweeper.protocol.shared", self.plan.shared)
+        spaces = {BASELINE: dict(shared)}
+        for arm, (group, option) in self.options.items():
+            spaces[arm] = {**technique_space(group, option, cfg[group][option]), **shared}
+        return spaces
+
+    def record(self, stage: str, arm: str, trial, params: dict, space: dict, look=None) -> dict:
+        return {
+            "comparison": self.name,
+            "stage": stage,
+            "arm": arm,
+            "trial": trial,
+            "params": params,
+            "space": describe(space),
+            "look": look,
+        }
+
+    # ------------------------------------------------------------------------- the stages
+
+    def run_setting(self, setting: list[str]) -> None:
+        spaces = self.spaces(setting)
+        tuned = self.tune_arms(setting, spaces)
+        self.test_arms(setting, Stage.TEST, self.arms, tuned, spaces)
+        members = self.helped(setting)
+        if len(members) < 2 or self.plan.cocktail.trials <= 0:
+            say(f"cocktail: skipped ({len(members)} arm(s) beat the baseline on validation)")
+            return
+        best, space = self.tune_cocktail(setting, members, spaces, tuned)
+        if best is not None:
+            self.test_arms(
+                setting, Stage.COCKTAIL_TEST, [COCKTAIL], {COCKTAIL: best}, {COCKTAIL: space}
+            )
+
+    def tune_arms(self, setting: list[str], spaces: dict) -> dict[str, tuple[int, dict]]:
+        """Stage 1. Returns each arm's best trial: (number, values)."""
+        p = self.prefix(setting)
+        n, members = self.opts.n_trials, len(self.plan.tune_seeds)
+        progress = self.runner.progress
+        progress.stage = Stage.TUNE
+        progress.planned += len(self.arms) * n * members
+        studies = []
+        for arm in self.arms:
+            study = Study(
+                self.storage, f"{self.name}/{p}tune/{arm}", self.opts.direction, self.opts.sampler
+            )
+            folder = f"{p}tune/{arm}"
+
+            def make(number, params, ref, arm=arm, folder=folder):
+                record = self.record(Stage.TUNE, arm, number, params, spaces[arm])
+                return Job(
+                    Stage.TUNE,
+                    arm,
+                    f"{folder}/{number}",
+                    list(self.plan.tune_seeds),
+                    [*setting, *self.choice(arm, params)],
+                    record,
+                    ref,
+                )
+
+            studies.append((study, folder, spaces[arm], n, make))
+        say(f"stage 1 (tune): {len(self.arms)} arms x {n} trials x {members} tuning splits")
+        self.tune(studies, self.opts.n_jobs)
+        tuned = {}
+        for arm, (study, *_rest) in zip(self.arms, studies, strict=True):
+            best = study.best()
+            tuned[arm] = (best.number, dict(best.params)) if best else (None, {})
+            if best is None:
+                say(f"{arm}: no tuning trial finished; tested at its YAML's values")
+        return tuned
+
+    def test_arms(self, setting, stage, arms, tuned, spaces) -> None:
+        """Stage 2 (or 3b): paired seeds in looks, only to the arms still undecided."""
+        design = self.plan.design
+        self.runner.progress.stage = stage
+        want = {arm: design.looks[0] for arm in arms if arm != BASELINE}
+        look = 0
+        while want:
+            need = {**want, BASELINE: max(want.values())}
+            self.run_seeds(setting, stage, need, look, tuned, spaces)
+            # Every arm of the stage, decided ones too: the family is fixed (see reglab.stats).
+            family = [a for a in arms if a != BASELINE]
+            verdicts = sequential(self.differences(setting, family), design)
+            counts = [v.verdict for v in verdicts.values()]
+            self.runner.progress.best = ", ".join(
+                f"{counts.count(k)} {k}" for k in ("better", "worse", "equivalent", "undecided")
+            )
+            say(f"{stage} look {look + 1} ({need[BASELINE]} seeds): {self.runner.progress.best}")
+            want = next_seeds({a: v for a, v in verdicts.items() if a in arms}, design)
+            look += 1
+
+    def test_study(self, setting, arm: str) -> Study:
+        stage = "cocktail_test" if arm == COCKTAIL else "test"
+        return Study(self.storage, f"{self.name}/{self.prefix(setting)}{stage}/{arm}", "maximize")
+
+    def run_seeds(self, setting, stage, need: dict[str, int], look: int, tuned, spaces) -> None:
+        jobs = []
+        for arm, n in need.items():
+            study = self.test_study(setting, arm)
+            have = {t.params["seed"] for t in study.trials(TrialState.RUNNING, *FINISHED)}
+            seeds = [s for s in self.seeds(n) if s not in have]
+            redo = [t for t in study.interrupted() if t.params["seed"] in self.seeds(n)]
+            for t in redo:  # interrupted: run again in the folder of its own look
+                job = self.seed_job(
+                    setting,
+                    stage if arm != BASELINE else Stage.TEST,
+                    arm,
+                    [t.params["seed"]],
+                    t.params["look"],
+                    tuned,
+                    spaces,
+                )
+                job.trials = [(study, t.number)]
+                jobs.append(job)
+            if seeds:
+                job = self.seed_job(
+                    setting,
+                    stage if arm != BASELINE else Stage.TEST,
+                    arm,
+                    seeds,
+                    look,
+                    tuned,
+                    spaces,
+                )
+                job.trials = [(study, study.ask_seed(s, look)) for s in seeds]
+                jobs.append(job)
+        self.runner.progress.planned += sum(len(j.seeds) for j in jobs)
+        results = self.runner.run(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            for (study, number), m in zip(job.trials, result.members, strict=True):
+                value = (m or {}).get(self.plan.metric) if (m or {}).get("status") == "ok" else None
+                ok = isinstance(value, float) and math.isfinite(value)
+                study.tell(
+                    number, value if ok else None, TrialState.COMPLETE if ok else TrialState.FAIL
+                )
+        self.runner.progress.count(results)
+
+    def seed_job(self, setting, stage, arm, seeds, look, tuned, spaces) -> Job:
+        number, params = tuned.get(arm, (None, {}))
+        p = self.prefix(setting)
+        record = self.record(stage, arm, number, params, spaces.get(arm, {}), look)
+        return Job(
+            stage,
+            arm,
+            f"{p}{stage}/{arm}/look{look}",
+            list(seeds),
+            [*setting, *self.choice(arm, params)],
+            record,
+        )
+
+    def member(self, setting, arm: str, trial) -> dict | None:
+        stage = Stage.COCKTAIL_TEST if arm == COCKTAIL else Stage.TEST
+        path = (
+            self.sweep_dir
+            / f"{self.prefix(setting)}{stage}/{arm}/look{trial.params['look']}"
+            / f"seed_{trial.params['seed']}"
+            / "metrics.json"
+        )
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def scores(self, setting, arm: str, key: str | None = None) -> dict[int, float]:
+        """Per seed: the compared metric (a failed run at chance: a failure is an outcome), or
+        with ``key`` a validation score read from the run's metrics.json."""
+        out = {}
+        for t in self.test_study(setting, arm).trials(TrialState.COMPLETE, TrialState.FAIL):
+            if key is None:
+                out[t.params["seed"]] = t.value if t.state == TrialState.COMPLETE else self.chance
+            elif (m := self.member(setting, arm, t)) and isinstance(m.get(key), float):
+                out[t.params["seed"]] = m[key]
+        return dict(sorted(out.items()))
+
+    @functools.cached_property
+    def chance(self) -> float:
+        """The accuracy of a guess: what a failed run counts as."""
+        for path in self.sweep_dir.glob("*test/*/look*/seed_*/metrics.json"):
+            classes = json.loads(path.read_text()).get("num_classes")
+            if classes:
+                return 1.0 / classes
+        return 0.0
+
+    def differences(self, setting, arms: list[str]) -> dict[str, list[float]]:
+        base = self.scores(setting, BASELINE)
+        return {
+            a: [v - base[s] for s, v in self.scores(setting, a).items() if s in base] for a in arms
+        }
+
+    def helped(self, setting) -> list[str]:
+        """The cocktail's members: the arms whose mean paired stage-2 VALIDATION objective beat
+        the baseline's by more than ``min_delta`` (best first, at most ``max_members``)."""
+        sign = -1 if self.opts.direction == "minimize" else 1
+        base = self.scores(setting, BASELINE, self.opts.objective)
+        gains = {}
+        for arm in self.options:
+            own = self.scores(setting, arm, self.opts.objective)
+            paired = [sign * (v - base[s]) for s, v in own.items() if s in base]
+            if paired:
+                gains[arm] = mean(paired)
+        ranked = sorted(
+            (a for a, g in gains.items() if g > self.plan.cocktail.min_delta),
+            key=lambda a: -gains[a],
+        )
+        return ranked[: self.plan.cocktail.max_members]
+
+    def tune_cocktail(self, setting, members, spaces, tuned) -> tuple[dict | None, dict]:
+        """Stage 3a: the members on/off plus their knobs and the shared ones. It starts from
+        each member alone at its tuned values and from all of them together."""
+        shared = spec_space("hydra.sweeper.protocol.shared", self.plan.shared)
+        own = {m: {k: d for k, d in spaces[m].items() if k not in shared} for m in members}
 
         def sample(trial) -> dict:
             params = {}
             for m in members:
                 params[f"{USE}{m}"] = on = trial.suggest_categorical(f"{USE}{m}", [True, False])
                 if on:
-                    params.update(suggest(trial, spaces[m]))
-            return params
+                    params.update(suggest(trial, own[m]))
+            return {**params, **suggest(trial, shared)}
 
-        study = self.session.study(name, self.plan.cocktail_trials, sample)
-        if not study.trials():
-            study.study.enqueue_trial({**{f"{USE}{m}": True for m in members},
-                                       **{k: v for m in members for k, v in tuned[m].items()}})  # fmt: skip
-
-        def make(number, params):
-            knobs = {k: v for k, v in params.items() if not k.startswith(USE)}
-            return Job("cocktail_tune", COCKTAIL, [*self.cocktail_overrides(params),
-                       *seed_overrides(self.plan.tune_seed), *setting.overrides], knobs, name, number)  # fmt: skip
-
-        say(f"stage 3 (cocktail): {self.plan.cocktail_trials} trials over {members}")
-        optimize(self.session, [(study, make)], per_round=self.plan.cocktail_per_round)
-        summary = study.summary()
-        entry["cocktail"].update(summary)
-        best = study.best()
-        if best is None:
-            entry["cocktail"]["skipped"] = "no cocktail trial finished"
-            self.save()
-            return None
-        entry["cocktail"]["techniques"] = [m for m in members if best.params.get(f"{USE}{m}")]
-        self.save()
-        return dict(best.params)
-
-    def cocktail_test(self, setting, entry, best: dict) -> None:
-        """Stage 3b: the best combination over the same paired seeds."""
-        name = self.study_name(setting, COCKTAIL)
-        knobs = {k: v for k, v in best.items() if not k.startswith(USE)}
-        flags = {k: v for k, v in best.items() if k.startswith(USE)}
-        jobs = self.seeded_jobs("cocktail_test", COCKTAIL, name, self.cocktail_overrides(flags),
-                                knobs, setting)  # fmt: skip
-        say(f"stage 3 (cocktail test): {entry['cocktail']['techniques'] or 'nothing on'} over "
-            f"{len(self.plan.seeds)} paired seeds ({len(jobs)} runs to go)")  # fmt: skip
-        self.session.runner.run(jobs)
-        entry["stages"].append("cocktail")
-        self.save()
-
-
-def check_seeds(seeds) -> list[int]:
-    out = []
-    for s in seeds:
-        if not isinstance(s, int) or isinstance(s, bool):
-            raise ConfigError(
-                f"seed={s!r}: the paired seeds must be integers, e.g. seed=range(1,6)"
-            )
-        out.append(s)
-    if len(out) < 2:
-        raise ConfigError(
-            f"seed={out}: the test stage needs at least 2 paired seeds, e.g. seed=range(1,6)"
+        p = self.prefix(setting)
+        study = Study(
+            self.storage, f"{self.name}/{p}cocktail_tune", self.opts.direction, self.opts.sampler
         )
-    return out
+        if not study.trials():
+            # All members on (the shared knobs of the best member), then each member alone at
+            # exactly its tuned values: the search then never ends worse than its best member.
+            for on in [members, *([m] for m in members)]:
+                values = {f"{USE}{m}": m in on for m in members}
+                for m in on:
+                    values.update({k: v for k, v in tuned[m][1].items() if k not in shared})
+                values.update({k: v for k, v in tuned[on[0]][1].items() if k in shared})
+                study.study.enqueue_trial(values)
+        budget = max(self.plan.cocktail.trials, len(members) + 1)
+        space = {**{k: d for m in members for k, d in own[m].items()}, **shared}
+        self.runner.progress.stage = Stage.COCKTAIL_TUNE
+        self.runner.progress.planned += budget * len(self.plan.tune_seeds)
+        say(f"stage 3 (cocktail): {budget} trials over {members}")
+
+        def make(number, params, ref):
+            record = self.record(Stage.COCKTAIL_TUNE, COCKTAIL, number, params, space)
+            return Job(
+                Stage.COCKTAIL_TUNE,
+                COCKTAIL,
+                f"{p}cocktail_tune/{number}",
+                list(self.plan.tune_seeds),
+                [*setting, *self.choice(COCKTAIL, params)],
+                record,
+                ref,
+            )
+
+        self.tune([(study, f"{p}cocktail_tune", sample, budget, make)], len(members) + 1)
+        best = study.best()
+        return ((best.number, dict(best.params)) if best else None), space

@@ -1,78 +1,80 @@
 """The Lightning callback that lets an Optuna pruner stop a losing trial after any epoch.
 
-The sweeper runs each trial as an ordinary training job and adds this callback to it through
-a config override::
+A job never opens the sweep's storage. The driver writes, before each round, a small JSON
+file per study: the pruner's config, the direction, and the per-epoch curves of the trials that
+finished in EARLIER rounds. The callback rebuilds that study in memory (Optuna's public
+``create_trial`` / ``add_trials``), asks one trial, reports ``monitor`` after every validation
+and stops training when the configured pruner says so. Two consequences:
 
-    ++callbacks.optuna_pruning={_target_: reglab.tune.pruning.PruningCallback,
-                                storage: URL, study: NAME, trial: N}
+- the decision depends only on earlier rounds, so a comparison killed and started again prunes
+  exactly as one that never stopped;
+- the job reports into no database: no lock contention, and jobs on SLURM nodes need no access
+  to the driver's storage.
 
-After every validation it reports ``monitor`` (validation only) as the trial's intermediate
-value for that epoch and asks the study's pruner (stored in the study by the sweeper) whether to
-go on. When told to stop, it ends training, marks the trial in the storage, and adds
-``tune/pruned: 1`` to the run's metrics, so metrics.json shows it; the sweeper then tells Optuna
-the trial was PRUNED.
+A pruned job writes ``flag`` (``pruned.json`` in its folder: the epoch); the driver tells the
+trial PRUNED.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from pathlib import Path
 
+import optuna
 import pytorch_lightning as pl
-import torch
+from hydra.utils import instantiate
+from optuna.trial import TrialState, create_trial
 
-PRUNED_METRIC = "tune/pruned"
+PRUNED_FILE = "pruned.json"
+
+
+def reference(pruner: dict | None, direction: str, curves: list[tuple[str, float | None, dict]]):
+    """The content of a reference file: ``curves`` is ``(state, value, {epoch: value})``."""
+    return {
+        "pruner": pruner,
+        "direction": direction,
+        "trials": [{"state": s, "value": v, "curve": c} for s, v, c in curves],
+    }
+
+
+def study_of(ref: dict) -> optuna.Study:
+    """The in-memory study a reference file describes, with its pruner."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    pruner = instantiate(ref["pruner"]) if ref.get("pruner") else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction=ref["direction"], pruner=pruner)
+    study.add_trials(
+        create_trial(
+            state=TrialState[t["state"]],
+            value=t["value"] if t["state"] == "COMPLETE" else None,
+            intermediate_values={int(k): float(v) for k, v in t["curve"].items()},
+        )
+        for t in ref["trials"]
+    )
+    return study
 
 
 class PruningCallback(pl.Callback):
-    def __init__(self, storage: str, study: str, trial: int, monitor: str = "val/acc"):
-        self.url, self.study_name, self.number, self.monitor = storage, study, int(trial), monitor
+    def __init__(self, reference: str, flag: str, monitor: str = "val/loss"):
+        self.path, self.flag, self.monitor = Path(reference), Path(flag), monitor
+        self.trial: optuna.Trial | None = None
         self.pruned_epoch: int | None = None
-        self._study = None
 
-    def _connect(self):
-        """The study and the trial's id, opened once per job (not per epoch)."""
-        if self._study is None:
-            import optuna
-            from hydra.utils import instantiate
-
-            from reglab.tune.studies import PRUNER, open_storage
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            storage = open_storage(self.url, in_job=True)
-            study = optuna.load_study(study_name=self.study_name, storage=storage)
-            cfg = storage.get_study_system_attrs(study._study_id).get(PRUNER) or {}  # noqa: SLF001
-            study.pruner = instantiate(cfg) if cfg else optuna.pruners.NopPruner()
-            # Before the warm-up the pruner says no anyway; asking it reads every trial.
-            self._first = 0 if cfg.get("n_warmup_steps") is None else int(cfg["n_warmup_steps"])
-            if not cfg or cfg.get("_target_", "").endswith("NopPruner"):
-                self._first = None
-            self._study = study
-            self._trial_id = storage.get_trial_id_from_study_id_trial_number(
-                study._study_id, self.number
-            )  # noqa: SLF001
-        return self._study
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.trial = study_of(json.loads(self.path.read_text())).ask()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.pruned_epoch is not None:
+        if trainer.sanity_checking or self.trial is None or self.pruned_epoch is not None:
             return
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        value = float(value)
-        study = self._connect()
-        storage, epoch = study._storage, trainer.current_epoch  # noqa: SLF001
-        if not math.isfinite(value):
-            return  # the divergence check fails the run; a NaN would poison the pruner's median
-        storage.set_trial_intermediate_value(self._trial_id, epoch, value)
-        if self._first is None or epoch < self._first:
-            return
-        if study.pruner.prune(study, storage.get_trial(self._trial_id)):
-            from reglab.tune.studies import PRUNED_EPOCH
-
-            storage.set_trial_system_attr(self._trial_id, PRUNED_EPOCH, epoch)
+        if value is None or not math.isfinite(float(value)):
+            return  # the divergence check fails the run; a NaN would poison the median
+        epoch = trainer.current_epoch
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
             self.pruned_epoch = epoch
             trainer.should_stop = True
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # train.py copies the Trainer's callback metrics into metrics.json after fit.
-        trainer.callback_metrics[PRUNED_METRIC] = torch.tensor(float(self.pruned_epoch is not None))
+            self.flag.parent.mkdir(parents=True, exist_ok=True)
+            self.flag.write_text(json.dumps({"epoch": epoch}))

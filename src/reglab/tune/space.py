@@ -1,17 +1,12 @@
-"""Search spaces: config keys mapped to Optuna distributions.
+"""Search spaces: config keys mapped to Optuna distributions, written one way everywhere.
 
-Three ways to declare one, all ending as ``{dotted.key: distribution}``:
-
-- a technique YAML's ``_search_`` mapping, one entry per knob::
+A space is ``{dotted.config.key: spec}``, each spec ``{type: float|int|choice, low, high, log,
+step, choices}``: a technique YAML's ``_search_`` (its knobs, keyed by the knob name), the
+comparison's shared knobs (``hydra.sweeper.protocol.shared``) and a plain search
+(``hydra.sweeper.search``, nested mappings allowed: ``{optimizer: {lr: {...}}}``)::
 
       l2: {_target_: ..., strength: 1e-3,
            _search_: {strength: {type: float, low: 1.0e-6, high: 1.0e-1, log: true}}}
-
-  ``type`` is ``float`` or ``int`` (``low``, ``high``, optional ``log``, ``step``) or ``choice``
-  (``choices: [...]``);
-- ``search.param/low/high/log`` of ``hparams_search=optuna`` (one numeric key);
-- Hydra's sweep syntax on the command line or in ``hydra.sweeper.params``: ``choice(a,b)``,
-  ``a,b,c``, ``range(1,5)``, ``interval(0.1,0.5)``, ``tag(log,interval(1e-4,1e-2))``.
 """
 
 from __future__ import annotations
@@ -34,8 +29,6 @@ SEARCH_KEY = "_search_"
 TYPES = ("float", "int", "choice")
 
 Space = dict  # {dotted config key: optuna distribution}
-_MISSING = object()
-missing = _MISSING  # what ``shorthand_space`` expects for a key the config does not have
 
 
 def distribution(key: str, spec) -> BaseDistribution:
@@ -101,66 +94,27 @@ def selected_space(cfg) -> Space:
     return out
 
 
-def shorthand_space(search: Mapping | None, current) -> Space:
-    """``search.param/low/high/log``: one numeric key; an int key (``current`` is its value in
-    the config, or ``missing``) is searched as an int."""
-    if not search or not search.get("param"):
-        return {}
-    param = str(search["param"])
-    if current is _MISSING:
-        group = param.split(".")[0]
-        raise ConfigError(
-            f"search.param={param} is not a key of the config; select its technique too "
-            f"(e.g. {group}={param.split('.')[1] if '.' in param else 'NAME'}) or fix the key"
-        )
-    low, high = search.get("low"), search.get("high")
-    if not (checks._is_number(low) and checks._is_number(high) and low < high):
-        raise ConfigError(
-            f"search.low={low} and search.high={high} must be numbers with low < high"
-        )
-    integer = isinstance(current, int) and not isinstance(current, bool)
-    spec = {"type": "int" if integer else "float", "low": low, "high": high,
-            "log": bool(search.get("log", False))}  # fmt: skip
-    if integer:
-        spec.update(low=int(low), high=int(high))
-    return {param: distribution("search", spec)}
+def spec_space(where: str, node: Mapping | None) -> Space:
+    """``{key: spec}`` (nested mappings without ``type`` are read as key paths) as a space."""
+    out: Space = {}
+    for key, spec in (to_plain(node) or {}).items():
+        if isinstance(spec, Mapping) and "type" not in spec and spec:
+            out.update({f"{key}.{k}": d for k, d in spec_space(f"{where}.{key}", spec).items()})
+        else:
+            out[str(key)] = distribution(f"{where}.{key}", spec)
+    return out
 
 
-def sweep_distribution(override) -> BaseDistribution | None:
-    """A parsed Hydra sweep override as a distribution (None for a plain value).
-
-    The same reading as hydra-optuna-sweeper: a choice or a comma list is categorical, a range
-    an int (or categorical with a step other than 1), an interval a float, ``tag(log, ...)`` on a
-    scale of logarithms."""
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
-    key = override.get_key_element()
-    if not override.is_sweep_override():
-        return None
-    value = override.value()
-    log = "log" in (getattr(value, "tags", None) or set())
-    if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(
-            [v for v in override.sweep_iterator(transformer=lambda x: x)]
-        )
-    if isinstance(value, RangeSweep):
-        if value.shuffle:
-            raise ConfigError(f"{key}: shuffle(range(...)) has no meaning in a search")
-        if (
-            all(isinstance(v, int) for v in (value.start, value.stop, value.step))
-            and value.step == 1
-        ):
-            return IntDistribution(value.start, value.stop - 1, log=log)
-        return CategoricalDistribution(list(override.sweep_iterator()))
-    if isinstance(value, IntervalSweep):
-        if log and value.start <= 0:
-            raise ConfigError(
-                f"{key}: tag(log, interval({value.start}, {value.end})) needs a start > 0"
-            )
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log)
-        return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise ConfigError(f"{key}: {override.input_line} is not a sweep a search can sample")
+def describe(space: Space) -> dict:
+    """A space back in its written form (what a run's ``protocol.space`` records)."""
+    out = {}
+    for key, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            out[key] = {"type": "choice", "choices": list(dist.choices)}
+        else:
+            kind = "int" if isinstance(dist, IntDistribution) else "float"
+            out[key] = {"type": kind, "low": dist.low, "high": dist.high, "log": dist.log}
+    return out
 
 
 def suggest(trial, space: Space) -> dict:
