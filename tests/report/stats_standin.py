@@ -75,8 +75,10 @@ def sequential(diffs: Mapping[str, Sequence[float]], design) -> dict[str, Verdic
         sd = d.std(ddof=1) if n > 1 else math.nan
         se = sd / math.sqrt(n) if n > 1 else math.nan
         if n > 1 and sd > 0:
-            p_tost = max(stats.t.sf((r["mean"] + design.delta) / se, n - 1),
-                         stats.t.sf((design.delta - r["mean"]) / se, n - 1))  # fmt: skip
+            p_tost = max(
+                stats.t.sf((r["mean"] + design.delta) / se, n - 1),
+                stats.t.sf((design.delta - r["mean"]) / se, n - 1),
+            )
         else:
             p_tost = 0.0 if n > 1 and abs(r["mean"]) < design.delta else 1.0
         rejecting = rejecting and n > 1 and r["p_value"] < level
@@ -90,7 +92,25 @@ def sequential(diffs: Mapping[str, Sequence[float]], design) -> dict[str, Verdic
         need = math.ceil((z * sd / max(abs(r["mean"]), design.delta)) ** 2) if n > 1 else None
         wins, ties = int((d > 0).sum()), int((d == 0).sum())
         low, high = p_better_interval(wins + ties / 2, n)
-        out[arm] = Verdict(arm, verdict, n, 0, r["mean"], r["ci_low"], r["ci_high"],
-                           r["p_value"], float(p_tost), level, "paired t", mde, need, wins, ties,
-                           (wins + ties / 2) / n if n else math.nan, low, high)  # fmt: skip
+        look = max((k for k, n_k in enumerate(design.looks) if n_k <= n), default=-1)
+        out[arm] = Verdict(
+            arm,
+            verdict,
+            n,
+            look,
+            r["mean"],
+            r["ci_low"],
+            r["ci_high"],
+            r["p_value"],
+            float(p_tost),
+            level,
+            "paired t",
+            mde,
+            need,
+            wins,
+            ties,
+            (wins + ties / 2) / n if n else math.nan,
+            low,
+            high,
+        )
     return out

@@ -5,12 +5,14 @@ import sys
 import pandas as pd
 import pytest
 from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 import reglab.report
 from reglab.report import load_runs
 from reglab.report.callback import ReportCallback
 
-from ..conftest import FAST, cli
+from ..conftest import FAST, cli, read_wandb_run
+from .conftest import write_run
 
 
 def test_the_callback_is_reachable_but_not_loaded_by_the_cli():
@@ -25,8 +27,14 @@ def test_the_callback_is_reachable_but_not_loaded_by_the_cli():
 
 @pytest.mark.slow
 def test_multirun_writes_the_report(tmp_path):
-    r = cli("reglab-train", "-m", "+technique=baseline,l2", "seed=1,2", *FAST,
-            f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "-m",
+        "+technique=baseline,l2",
+        "seed=1,2",
+        *FAST,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("report.md", "results.csv", "forest.png", "accuracy.png", "val_curves.png"):
         assert (tmp_path / name).is_file(), name
@@ -43,8 +51,13 @@ def test_multirun_writes_the_report(tmp_path):
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     # An invalid Trainer argument fails inside Lightning (not a ReglabError) in one job of two.
-    r = cli("reglab-train", "-m", "+trainer.precision=32-true,bogus", *FAST,
-            f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "-m",
+        "+trainer.precision=32-true,bogus",
+        *FAST,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert r.returncode != 0
     assert "1 of 2 runs failed" in r.stderr
     runs = load_runs(tmp_path).set_index("status")
@@ -62,10 +75,6 @@ def _protocol(stage: str, arm: str) -> dict:
 
 def test_only_failed_tested_runs_fail_a_comparison(tmp_path):
     """A diverging tuning trial is a search result; a failed tested run fails the comparison."""
-    from omegaconf import OmegaConf
-
-    from .conftest import write_run
-
     sweep = tmp_path / "sweep"
     for seed, (b, t) in enumerate([(0.90, 0.92), (0.91, 0.93)]):
         write_run(
@@ -86,10 +95,6 @@ def test_the_report_run_logs_the_forest_plot_and_the_verdict_table_to_wandb(
     comparison_sweep, monkeypatch
 ):
     """W&B offline: the sweep's report run holds forest.png and results.csv as a wandb.Table."""
-    from omegaconf import OmegaConf
-
-    from ..conftest import read_wandb_run
-
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
     logger = {"_target_": "pytorch_lightning.loggers.WandbLogger", "project": "reglab-test"}

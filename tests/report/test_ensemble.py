@@ -13,8 +13,10 @@ def test_ensemble_vs_best_member(tmp_path):
     sweep = tmp_path / "sweep"
     accs = []
     for seed in (1, 2, 3):
-        s = train(["trainer.max_epochs=2", "callbacks=model_checkpoint", "logger=csv",
-                   f"seed={seed}"], sweep / f"{seed}_baseline")  # fmt: skip
+        s = train(
+            ["trainer.max_epochs=2", "callbacks=model_checkpoint", "logger=csv", f"seed={seed}"],
+            sweep / f"{seed}_baseline",
+        )
         accs.append(s["test/acc"])
     (entry,) = write_ensemble(sweep)
     members = sorted(m["test/acc"] for m in entry["members"])

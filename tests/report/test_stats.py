@@ -3,9 +3,16 @@ import math
 import numpy as np
 import pytest
 
-from reglab.report import best_on_validation, cocktail_vs_best, load_runs, load_sweep, summarize
+from reglab.report import (
+    best_on_validation,
+    cocktail_vs_best,
+    load_runs,
+    load_sweep,
+    paired_differences,
+    summarize,
+)
 from reglab.report.runs import compared
-from reglab.stats import paired_test
+from reglab.stats import paired_test, sequential
 
 from .conftest import (
     ARMS,
@@ -120,3 +127,15 @@ def test_no_baseline_leaves_every_arm_undecided(tmp_path):
     table = summarize(load_runs(sweep))
     assert list(table["verdict"]) == ["undecided (no baseline)"]
     assert math.isnan(table["mean_diff"].iloc[0])
+
+
+def test_a_driver_gets_the_differences_the_verdicts_were_read_from(comparison_sweep, table):
+    runs, sweep = load_runs(comparison_sweep), load_sweep(comparison_sweep)
+    (diffs,) = paired_differences(runs, sweep).values()
+    assert set(diffs) == set(ARMS)
+    scores = [1 / CLASSES if a is None else a for a in arm_test("noise")]
+    noise = np.subtract(scores, BASE_TEST)
+    assert diffs["noise"] == pytest.approx(noise) and diffs["l2"] == pytest.approx(ARMS["l2"][0])
+    singles = {a: d for a, d in diffs.items() if a != "cocktail"}
+    for arm, verdict in sequential(singles, sweep.design).items():
+        assert table.loc[arm, "verdict"] == verdict.verdict and table.loc[arm, "n"] == verdict.n

@@ -36,7 +36,12 @@ from reglab.report.plots import (
 )
 from reglab.report.render import Report, findings
 from reglab.report.runs import Sweep, load_runs, load_sweep
-from reglab.report.stats import best_on_validation, cocktail_vs_best, summarize
+from reglab.report.stats import (
+    best_on_validation,
+    cocktail_vs_best,
+    paired_differences,
+    summarize,
+)
 from reglab.report.tuning import edges, tuning
 
 if TYPE_CHECKING:
@@ -55,6 +60,7 @@ __all__ = [
     "load_runs",
     "load_sweep",
     "main",
+    "paired_differences",
     "plot_accuracy",
     "plot_all",
     "plot_forest",

@@ -25,7 +25,7 @@ from reglab.report.tuning import tuning
 # columns of their own (the protocol record).
 NOT_IN_RUNS_CSV = ("history", "traceback", "techniques", "protocol", "params", "space")
 # Per-arm lists the plots draw from (per-seed scores and differences), too long for results.csv.
-NOT_IN_RESULTS_CSV = ("seed_scores", "seed_base", "diffs")
+NOT_IN_RESULTS_CSV = ("seed_scores", "seed_base", "diffs", "seed_failed")
 NOT_IN_TUNING_CSV = ("params", "space")
 FINISHED = ("ok", "pruned")  # a pruned trial was stopped on purpose: not a failure
 

@@ -73,11 +73,24 @@ def plot_forest(summary: pd.DataFrame, delta: float, metric: str, ax=None):
     arms = _arms(summary)
     fig, ax = _own_axis(ax, 9.0, max(2.5, 0.45 * len(arms) + 1.2))
     rng = np.random.default_rng(0)  # the same jitter on every redraw
+    failed_label = "failed seed (at chance)"  # in the legend once
     ax.axvspan(-delta, delta, color="tab:blue", alpha=0.12, label=f"±delta ({delta:g})")
     ax.axvline(0, color="black", linewidth=0.8)
     for y, (_, r) in enumerate(arms.iterrows()):
-        d = np.asarray(r["diffs"], float)
-        ax.scatter(d, y + rng.uniform(-0.15, 0.15, len(d)), s=10, color="0.55", zorder=2)
+        d, failed = np.asarray(r["diffs"], float), np.asarray(r["seed_failed"], bool)
+        jitter = y + rng.uniform(-0.15, 0.15, len(d))
+        ax.scatter(d[~failed], jitter[~failed], s=10, color="0.55", zorder=2)
+        if failed.any():
+            ax.scatter(
+                d[failed],
+                jitter[failed],
+                s=28,
+                marker="x",
+                color="tab:red",
+                zorder=2,
+                label=failed_label,
+            )
+            failed_label = None
         if not math.isnan(r["mean_diff"]):
             err = [[r["mean_diff"] - r["ci_low"]], [r["ci_high"] - r["mean_diff"]]]
             err = None if any(math.isnan(e[0]) for e in err) else err
@@ -118,10 +131,15 @@ def plot_accuracy(summary: pd.DataFrame, metric: str, ax=None):
         for yy, x0, x1 in zip(y + offsets, b, a, strict=True):
             ax.plot([x0, x1], [yy, yy], color="0.75", linewidth=0.8, zorder=1)
         ax.scatter(b, y + offsets, s=12, color="0.55", zorder=2)
-        ax.scatter(a, y + offsets, s=16, color=color(r["verdict"]), zorder=3)
+        failed = np.asarray(r["seed_failed"], bool)
+        ax.scatter(a[~failed], (y + offsets)[~failed], s=16, color=color(r["verdict"]), zorder=3)
+        ax.scatter(a[failed], (y + offsets)[failed], s=28, marker="x", color="tab:red", zorder=3)
     ax.set_yticks(range(len(arms)), list(arms["technique"]))
     ax.set_ylim(-0.7, len(arms) - 0.3)
-    ax.set_xlabel(f"{metric} per seed: arm (coloured by verdict) joined to the baseline (grey)")
+    ax.set_xlabel(
+        f"{metric} per seed: arm (coloured by verdict; red x: failed, at chance) joined to the "
+        "baseline (grey)"
+    )
     return fig if fig is not None else ax
 
 

@@ -111,21 +111,43 @@ def _flags(row: dict, comparison: bool) -> str:
     return "; ".join(out)
 
 
-def _setting(tested: pd.DataFrame, sweep: Sweep, tuned: pd.DataFrame) -> list[dict]:
-    comparison = is_comparison(tested)
-    metric, sign = sweep.metric, 1.0 if higher_is_better(sweep.metric) else -1.0
+def _pairs(tested: pd.DataFrame, sweep: Sweep):
+    """One setting's compared runs scored (``_key``, ``_score``, ``_val`` columns added), each
+    arm's score per key, the keys it shares with the baseline, and its oriented differences."""
+    sign = 1.0 if higher_is_better(sweep.metric) else -1.0
     tested = tested.assign(
-        _key=_keys(tested), _score=scored(tested, metric), _val=scored(tested, VAL_LOSS_BEST)
+        _key=_keys(tested), _score=scored(tested, sweep.metric), _val=scored(tested, VAL_LOSS_BEST)
     )
     base = tested[tested["technique"] == BASELINE]
     base_score = _by_key(base["_score"], base["_key"])
-    groups = dict(list(tested.groupby("technique", sort=False)))
-    scores = {arm: _by_key(g["_score"], g["_key"]) for arm, g in groups.items()}
+    scores = {
+        a: _by_key(g["_score"], g["_key"]) for a, g in tested.groupby("technique", sort=False)
+    }
     common = {
         arm: s.index if arm == BASELINE else s.index.intersection(base_score.index)
         for arm, s in scores.items()
     }
     diffs = {a: (sign * (scores[a][common[a]] - base_score[common[a]])).tolist() for a in scores}
+    return tested, scores, common, diffs
+
+
+def paired_differences(runs: pd.DataFrame, sweep: Sweep) -> dict[str, dict[str, list[float]]]:
+    """{setting: {arm: per-seed differences from the baseline, in seed order, > 0 better}}: what
+    the report hands to ``reglab.stats.sequential`` (failed test runs at chance), for a driver
+    that decides which arms get the next look on exactly the report's numbers."""
+    out = {}
+    for setting, group in compared(runs).groupby("setting", sort=False):
+        diffs = _pairs(group, sweep)[3]
+        out[setting] = {arm: d for arm, d in diffs.items() if arm != BASELINE}
+    return out
+
+
+def _setting(tested: pd.DataFrame, sweep: Sweep, tuned: pd.DataFrame) -> list[dict]:
+    comparison, metric = is_comparison(tested), sweep.metric
+    tested, scores, common, diffs = _pairs(tested, sweep)
+    groups = dict(list(tested.groupby("technique", sort=False)))
+    base = tested[tested["technique"] == BASELINE]
+    base_score = scores.get(BASELINE, pd.Series(dtype=float))
     verdicts = {BASELINE: {"verdict": BASELINE_VERDICT, "mean_diff": 0.0}}
     singles = {a: d for a, d in diffs.items() if a not in (BASELINE, COCKTAIL) and len(d) >= 2}
     for family in (singles, {a: d for a, d in diffs.items() if a == COCKTAIL and len(d) >= 2}):
@@ -143,6 +165,7 @@ def _setting(tested: pd.DataFrame, sweep: Sweep, tuned: pd.DataFrame) -> list[di
         # look than the seeds ran) are the set every figure of the row is read on.
         keys = common[arm][: int(verdict["n"])] if verdict["n"] == verdict["n"] else common[arm]
         ok = group[group["_key"].isin(keys) & (group["status"] == "ok")]
+        failed = set(group.loc[group["status"] == "failed", "_key"])
         val = _by_key(group["_val"], group["_key"]) - _by_key(base["_val"], base["_key"])
         row = {
             "technique": arm,
@@ -157,6 +180,7 @@ def _setting(tested: pd.DataFrame, sweep: Sweep, tuned: pd.DataFrame) -> list[di
             "seed_scores": scores[arm][keys].tolist(),
             "seed_base": base_score.reindex(keys).tolist(),
             "diffs": [] if arm == BASELINE else diffs[arm][: len(keys)],
+            "seed_failed": [k in failed for k in keys],
         }
         mine = tuned[tuned["technique"] == arm] if len(tuned) else tuned
         for col in TUNING_COLUMNS:
