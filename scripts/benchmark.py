@@ -19,6 +19,10 @@ Figures:
   2 workers. Target >= 8.
 - ``augmented_vs_plain``: reglab training images/s with ``augmentation=[affine]`` over without
   (cnn on Fashion-MNIST). Target >= 0.9.
+- ``stack_vs_separate``: runs per core-second (process CPU time) of the comparison's MLP
+  (digits, train_subset 200, val_fraction 0.25, batch 32, 15 epochs, num_threads 1) trained as
+  ``seeds=[...]`` members of one job, over today's path: one composed Hydra job per seed
+  (compose + ``reglab.train.run``), as the comparison launches them. Target >= 5.
 - ``peak_rss_cifar10_resnet18``: peak resident memory (GB) of a ``reglab-train data=cifar10
   model=resnet18`` process on CIFAR-format data generated here. Target <= 2.5.
 """
@@ -432,6 +436,49 @@ def peak_rss_cifar10_resnet18(train_batches: int, extra=()):
     )
 
 
+# The comparison's regime (conf/experiment/compare.yaml) without its sweeper and launcher.
+COMPARE_RUN = ["data=digits", "model=mlp", "optimizer=adam", "callbacks=none", "logger=csv",
+               "trainer.max_epochs=15", "trainer.accelerator=cpu", "trainer.log_every_n_steps=10",
+               "++trainer.enable_progress_bar=false", "data.train_subset=200",
+               "data.val_fraction=0.25", "data.batch_size=32", "num_threads=1"]  # fmt: skip
+
+
+def stack_vs_separate(seeds: int, rounds: int):
+    """Interleaved rounds: ``seeds`` separate jobs (compose + run each), then one stacked job of
+    as many seeds; CPU seconds of this process per run on each side, median over rounds."""
+    from reglab.train import run, run_stack
+
+    torch.set_num_threads(1)
+    per_run = {"separate": [], "stack": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds + 1):  # round 0 warms both paths up (imports, caches)
+            first = 1 + r * seeds
+            batch = list(range(first, first + seeds))
+            start = time.process_time()
+            for s in batch:
+                run(compose([*COMPARE_RUN, f"seed={s}", f"data.split_seed={s}"],
+                            Path(tmp) / f"sep{r}" / str(s)))  # fmt: skip
+            separate = (time.process_time() - start) / seeds
+            start = time.process_time()
+            out = run_stack(compose([*COMPARE_RUN, f"seeds={batch}".replace(" ", "")],
+                                    Path(tmp) / f"stack{r}"))  # fmt: skip
+            stacked = (time.process_time() - start) / seeds
+            assert all(m["status"] == "ok" for m in out)
+            if r:
+                per_run["separate"].append(separate)
+                per_run["stack"].append(stacked)
+    a, b = statistics.median(per_run["stack"]), statistics.median(per_run["separate"])
+    emit(
+        "stack_vs_separate",
+        b / a,
+        ">= 5",
+        seeds_per_job=seeds,
+        stack_runs_per_core_s=1 / a,
+        separate_runs_per_core_s=1 / b,
+        rounds=rounds,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter segments (< 2 min)")
@@ -439,9 +486,6 @@ def main() -> int:
         "--only", nargs="*", default=None, help="run only figures whose name starts with these"
     )
     args = parser.parse_args()
-    if not FASHION.is_dir() and not Path("data/FashionMNIST").is_dir():
-        print("benchmark needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
-        return 2
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     q = args.quick
     figures = {
@@ -454,11 +498,16 @@ def main() -> int:
         "augment_vs_torchvision": lambda: augment_vs_torchvision(20 if q else 60, 3, 3 if q else 5),
         "augmented_vs_plain": lambda: augmented_vs_plain(2, 4, 12 if q else 30),
         "peak_rss_cifar10_resnet18": lambda: peak_rss_cifar10_resnet18(1 if q else 3),
+        "stack_vs_separate": lambda: stack_vs_separate(10, 2 if q else 5),
     }
+    chosen = [n for n in figures if args.only is None or any(n.startswith(o) for o in args.only)]
+    needs_fashion = [n for n in chosen if n != "stack_vs_separate"]
+    if needs_fashion and not FASHION.is_dir() and not Path("data/FashionMNIST").is_dir():
+        print(f"{needs_fashion} need Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+        return 2
     start = CLOCK()
-    for name, fn in figures.items():
-        if args.only is None or any(name.startswith(o) for o in args.only):
-            fn()
+    for name in chosen:
+        figures[name]()
     print(
         json.dumps(
             {

@@ -6,31 +6,40 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning (before torch loads OpenMP). With the cores
 # shared (pytest -n 2, sweep jobs, other users), spinning threads take the cores the working
 # threads wait for: 10x slower steps were measured here. OMP_WAIT_POLICY=active restores it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_IMPORTED_AT = time.time()
 
 import hydra
-import psutil
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-import reglab.compare  # noqa: F401  (registers the `technique` config group)
 from reglab.cli import entry_point
 from reglab.core import checks
 from reglab.core.config import run_name, techniques_of, to_plain
 from reglab.core.errors import ConfigError, ReglabError, fail
 from reglab.core.io import write_json_atomic
 from reglab.core.names import TEST_ACC, VAL_ACC_BEST
-from reglab.core.paths import CONF_DIR
+from reglab.core.paths import CONF_SOURCE
 from reglab.training.assemble import build, build_trainer
 from reglab.training.checkpoint import check_compatible, load_checkpoint
 from reglab.training.loggers import finish_failed, finish_wandb
+from reglab.training.selection import (
+    BEST_EPOCH,
+    VAL_LOSS,
+    VAL_LOSS_BEST,
+    Best,
+    BestWeights,
+    evaluate,
+)
+from reglab.training.stack import check_seeds, fit_stack, member_config, not_stackable
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -63,7 +72,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> tuple[dict, pl.Trainer]:
     start = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, model = build(cfg)
-    trainer = build_trainer(cfg, dm, model)
+    selection = BestWeights(Best.of(model.techniques.values()))
+    trainer = build_trainer(cfg, dm, model, extra_callbacks=[selection])
 
     ckpt_cb = trainer.checkpoint_callback
     ckpt_dir = (
@@ -84,22 +94,43 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> tuple[dict, pl.Trainer]:
             **fit_metrics,
         }
 
+    # The weights tested (reglab.training.selection): the final ones for weight averaging, else
+    # the best epoch's, from the checkpoint when it was chosen by the same rule, else from memory.
+    best = selection.best
     final_weights = any(t.final_weights for t in model.techniques.values())
-    best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
-    test_ckpt = best if best and not final_weights and not trainer.fast_dev_run else None
+    best_ckpt = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    same_rule = ckpt_cb is not None and (ckpt_cb.monitor, ckpt_cb.mode) == (best.monitor, best.mode)
+    test_ckpt, tested = None, "final weights"
+    if final_weights or trainer.fast_dev_run or best.weights is None:
+        best_epoch = int(trainer.current_epoch) - 1
+        val_loss_best = evaluate(model, dm.val_dataloader())[VAL_LOSS] if model.history else None
+    else:
+        best_epoch = best.epoch
+        val_loss_best = next(
+            (r.get(VAL_LOSS) for r in model.history if r["epoch"] == best_epoch), None
+        )
+        if best_ckpt and same_rule:
+            test_ckpt, tested = best_ckpt, "best checkpoint"
+        else:
+            model.model.load_state_dict(best.weights)
+            tested = "best epoch"
     results = trainer.test(model, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
 
     # Every scalar the module logged, under the name it logged it with: no list to keep up.
     metrics = {**fit_metrics, **({k: float(v) for k, v in results[0].items()} if results else {})}
+    if val_loss_best is not None:
+        metrics[VAL_LOSS_BEST] = float(val_loss_best)
     summary = {
         "status": "ok",
         **dict(sorted(metrics.items())),
+        BEST_EPOCH: best_epoch,
         "epochs_trained": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
-        "best_checkpoint": best or None,
-        "tested": "final weights" if test_ckpt is None else "best checkpoint",
+        "best_checkpoint": best_ckpt or None,
+        "tested": tested,
         "history": model.history,
         "wall_time_s": time.time() - start,
+        "num_classes": int(model.hparams.num_classes),
     }
     return summary, trainer
 
@@ -132,21 +163,70 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
+def run_stack(cfg: DictConfig) -> list[dict]:
+    """``seeds=[...]``: one member per seed in one Trainer (``reglab.training.stack``); member S
+    writes ``seed_S/metrics.json``, the file its single run ``seed=S data.split_seed=S`` would
+    write (plus ``stack_size``), failed or not. What cannot be stacked (``not_stackable``) runs
+    as those single runs, one after another in this process."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_config(cfg)
+    seeds = check_seeds(to_plain(cfg.seeds))
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    reason = not_stackable(cfg)
+    if reason is not None:
+        print(f"reglab: seeds={seeds}: {reason} cannot be stacked; the seeds run one by one")
+        return [run_alone(cfg, s, out_dir / f"seed_{s}") for s in seeds]
+    summaries = []
+    for member, summary in fit_stack(cfg, seeds):
+        summary.update(describe(member.cfg))
+        summary["num_classes"] = int(member.module.hparams.num_classes)
+        folder = out_dir / f"seed_{member.seed}"
+        folder.mkdir(exist_ok=True)
+        write_json_atomic(folder / "metrics.json", summary)
+        summaries.append(summary)
+    return summaries
+
+
+def run_alone(cfg: DictConfig, seed: int, out_dir: Path) -> dict:
+    """Seed ``seed`` of a job that cannot be stacked: its single run, in ``out_dir``; a failure
+    is written there and returned, and the next seed goes on."""
+    one = cfg.copy()
+    with open_dict(one):
+        one.seed, one.data.split_seed, one.seeds = seed, seed, None
+        one.paths.output_dir = str(out_dir)
+    try:
+        return run(one)
+    except Exception as e:  # as a diverging member of a stack: this seed fails, the others go on
+        error = record_failure(one, e)
+        return {"status": "failed", "error": error, **describe(one)}
+
+
 def record_failure(cfg: DictConfig, e: Exception) -> str:
     """Close W&B as failed and write a failed metrics.json; return the one-line error."""
     error = str(e) if isinstance(e, ReglabError) else f"{type(e).__name__}: {e}"
     finish_failed(error)
     out = Path(cfg.paths.output_dir)
-    if out.is_dir():
-        write_json_atomic(
-            out / "metrics.json",
-            {"status": "failed", "error": error, **describe(cfg),
-             "global_step": getattr(e, "step", None), "traceback": traceback.format_exc()},
-        )  # fmt: skip
+    seeds = cfg.get("seeds")
+    # A stacked job that failed as a whole: each of its members failed (an outcome, not a gap).
+    targets = (
+        [(out / f"seed_{s}", member_config(cfg, s)) for s in seeds]
+        if isinstance(to_plain(seeds), Sequence) and all(isinstance(s, int) for s in seeds)
+        else [(out, cfg)]
+    )
+    for folder, run_cfg in targets:
+        if out.is_dir():
+            folder.mkdir(exist_ok=True)
+            write_json_atomic(
+                folder / "metrics.json",
+                {"status": "failed", "error": error, **describe(run_cfg),
+                 "global_step": getattr(e, "step", None), "traceback": traceback.format_exc()},
+            )  # fmt: skip
     return error
 
 
-def print_result(cfg: DictConfig, summary: dict) -> None:
+def print_result(cfg: DictConfig, summary: dict, where: Path | None = None) -> None:
     acc = summary.get(TEST_ACC)
     # A tuning trial never touches the test set (trainer.limit_test_batches=0): its score is val.
     score = (
@@ -156,12 +236,12 @@ def print_result(cfg: DictConfig, summary: dict) -> None:
     )
     print(
         f"reglab: {summary['name']} on {summary['data']}/{summary['model']}: "
-        f"{score} in {summary['wall_time_s']:.1f}s -> {cfg.paths.output_dir}/metrics.json"
+        f"{score} in {summary['wall_time_s']:.1f}s -> {where or cfg.paths.output_dir}/metrics.json"
     )
     if (
         cfg.get("target_acc") is not None and acc is not None
     ):  # speedruns: time from process start, imports included
-        since_start = time.time() - psutil.Process().create_time()
+        since_start = process_age()
         verdict = "reached" if acc >= cfg.target_acc else "MISSED"
         print(
             f"reglab: time-to-accuracy: {verdict} test/acc {acc:.4f} (target {cfg.target_acc}) "
@@ -169,11 +249,23 @@ def print_result(cfg: DictConfig, summary: dict) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def process_age() -> float:
+    """Seconds since this process started, imports included: Linux's /proc (no psutil);
+    elsewhere, since this module was imported."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED_AT
+
+
+@hydra.main(version_base="1.3", config_path=CONF_SOURCE, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
-        summary = run(cfg)
+        summaries = run_stack(cfg) if cfg.get("seeds") is not None else [run(cfg)]
     except Exception as e:  # any failure costs this job only; KeyboardInterrupt still stops all
         error = record_failure(cfg, e)
         if multirun:
@@ -188,11 +280,19 @@ def _main(cfg: DictConfig) -> float | None:
             raise
         fail(error)
         return None
-    print_result(cfg, summary)
-    return summary.get(VAL_ACC_BEST)
+    scores = []
+    for summary in summaries:
+        if summary["status"] == "ok":
+            stacked = Path(cfg.paths.output_dir) / f"seed_{summary['seed']}"
+            print_result(cfg, summary, stacked if cfg.get("seeds") is not None else None)
+            scores.append(summary.get(VAL_ACC_BEST))
+        else:
+            print(f"reglab: seed {summary['seed']} failed: {summary['error']}", file=sys.stderr)
+    # A stacked job's value for a sweeper: the mean over its members that finished.
+    return sum(scores) / len(scores) if scores and None not in scores else None
 
 
-main = entry_point(_main, resume=True)
+main = entry_point(_main, "train", resume=True)
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from reglab.core.errors import DataError
 
@@ -134,8 +135,6 @@ def stack_images(images: Iterable, size: tuple[int, int] | None, what: str) -> n
     With ``size`` (height, width) each image is resized (bilinear); without it every image must
     already have one size. ``what`` names the images in the error (a folder, a class).
     """
-    from PIL import Image
-
     arrays, first = [], None
     for i, image in enumerate(images):
         if not isinstance(image, Image.Image):
@@ -162,8 +161,6 @@ def stack_images(images: Iterable, size: tuple[int, int] | None, what: str) -> n
 
 def read_image(path: Path):
     """A PIL image read whole, its file closed (a folder of thousands keeps no handles open)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             image.load()

@@ -33,6 +33,7 @@ are present the ``.gz`` is the one read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from reglab.core.errors import ConfigError, DataError
 from reglab.data.batches import Split
@@ -107,21 +113,23 @@ def read_digits(data_dir: Path, opts: ReadOptions) -> Loaded:
     Fixed, not drawn per ``split_seed``: the paired seeds of a comparison re-draw train/val, and a
     test pool re-drawn with them put 18-22% of one seed's test images into another seed's
     validation set, which the tuning had seen. ``opts.split_seed`` is not read here."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    x_tr, x_te, y_tr, y_te = (a.copy() for a in _digits_split())
+    return Loaded(as_split(x_tr, y_tr), as_split(x_te, y_te))
 
+
+@functools.cache
+def _digits_split() -> tuple[np.ndarray, ...]:
+    """Read once per process: the members of a stacked job (``seeds=[...]``) each load it, and
+    sklearn parses its CSV every time (~15 ms)."""
     d = load_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, d.target, test_size=0.25, stratify=d.target, random_state=0
+    return tuple(
+        train_test_split(images, d.target, test_size=0.25, stratify=d.target, random_state=0)
     )
-    return Loaded(as_split(x_tr, y_tr), as_split(x_te, y_te))
 
 
 def published_md5s(torchvision_class: str) -> dict[str, str]:
     """File name -> md5, as the installed torchvision class lists them for its download."""
-    from torchvision import datasets
-
     cls = getattr(datasets, torchvision_class)
     listed = [
         *getattr(cls, "resources", ()),
@@ -254,9 +262,6 @@ REGISTRY: dict[str, Source] = {
 
 
 def _torchvision_class(class_name: str) -> type:
-    from torch.utils.data import Dataset
-    from torchvision import datasets
-
     cls = getattr(datasets, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Dataset)):
         raise ConfigError(
@@ -420,8 +425,6 @@ def read_image_folder(folder: str | Path, data_dir: Path, opts: ReadOptions) -> 
     """``folder/train/<class>/*`` and ``folder/test/<class>/*`` (any extension PIL reads that
     torchvision's ImageFolder accepts); classes are the train subfolders, sorted, as ImageFolder
     numbers them. A relative ``folder`` is taken inside data_dir."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
     root = Path(folder).expanduser()
     root = root if root.is_absolute() else data_dir / root
     parts = [root / "train", root / "test"]
@@ -558,8 +561,6 @@ def _match(
 
 
 def _download(class_name: str, data_dir: Path) -> None:
-    from torchvision import datasets
-
     for train in (True, False):
         getattr(datasets, class_name)(str(data_dir), train=train, download=True)
 

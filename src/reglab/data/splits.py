@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from reglab.core.errors import ConfigError
 
@@ -36,8 +37,6 @@ def split_indices(
     fold: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stratified (train, val) indices: a seeded holdout, or fold ``fold`` of ``num_folds``."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
     y = labels.numpy()
     all_idx = np.arange(len(y))
     try:

@@ -1,0 +1,390 @@
+"""``seeds=[1,2,3]``: several seeds of one configuration trained as members of one job.
+
+One Hydra composition, one Trainer, one loop; member ``s`` is exactly the run ``seed=s
+data.split_seed=s``: its own DataModule (split, subset and batch order of seed s), its own
+Classifier built right after ``seed_everything(s)``, its own optimizer, and its own torch random
+state, put in place around each of its steps (dropout, noise, mixup, augmentation draw from it
+as they would alone). A Lightning batch is one step of every live member; the validation loop
+scores every live member, and the Trainer's ``callback_metrics`` hold the mean over them, so an
+ordinary callback (Optuna's pruning) reads one number per epoch.
+
+Per member, as in a single run (``reglab.training.selection``): the best epoch by val/loss (or
+early stopping's monitor) is kept in memory and tested; early stopping freezes the member alone;
+gradient clipping clips the member's own gradient; a non-finite loss freezes it as failed while
+the others go on. Not stacked (one line says so): SWA and EMA (their Lightning callbacks average
+one module), ``execution.steps_per_execution > 1``, checkpoints and resume, a scheduler that
+monitors a metric, more than one device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from reglab.core import names
+from reglab.core.config import to_plain
+from reglab.core.errors import ConfigError
+from reglab.regularizers import EarlyStopping, GradientClipping, cannot_stop_early
+from reglab.training.assemble import build, config_callbacks, quiet_lightning
+from reglab.training.loggers import make_loggers, tracking_callbacks
+from reglab.training.module import Classifier
+from reglab.training.selection import BEST_EPOCH, VAL_LOSS, VAL_LOSS_BEST, Best, evaluate, test
+from reglab.training.speed import PlainCudaCheck
+
+MEAN_KEYS = (VAL_LOSS, names.VAL_ACC, names.VAL_ACC_BEST)
+
+
+def check_seeds(seeds) -> list[int]:
+    """``seeds``, checked: distinct integers >= 0 (each is also a split seed)."""
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(
+            f"seeds={seeds!r} must be a non-empty list of integers, e.g. seeds=[1,2,3]"
+        )
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds={list(seeds)}: each seed must be an integer >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={list(seeds)} lists a seed twice")
+    return list(seeds)
+
+
+def not_stackable(cfg: DictConfig) -> str | None:
+    """What in ``cfg`` a stacked job cannot run (its seeds then run one after another), or None."""
+    execution = cfg.get("execution") or {}
+    reasons = {
+        "regularizer=swa / ema (their Lightning callback averages one module)": any(
+            getattr(t, "final_weights", False) for t in _technique_cfgs(cfg)
+        ),
+        "execution.steps_per_execution > 1": execution.get("steps_per_execution", 1) != 1,
+        "resume / ckpt_path (a stacked job writes no checkpoints)": bool(
+            cfg.get("resume") or cfg.get("ckpt_path")
+        ),
+        "a scheduler with a monitor": bool((cfg.get("scheduler") or {}).get("monitor")),
+        "trainer.accumulate_grad_batches != 1": cfg.trainer.get("accumulate_grad_batches", 1)
+        not in (1, None),
+        "trainer.max_steps": cfg.trainer.get("max_steps") not in (None, -1),
+        "trainer.precision other than 32": str(cfg.trainer.get("precision") or "32")
+        not in ("32", "32-true"),
+        "more than one device": str(cfg.trainer.get("devices") or 1) not in ("1", "auto"),
+        "callbacks that act on the whole job (early stopping, weight averaging)": any(
+            "EarlyStopping" in str(c.get("_target_", ""))
+            or "WeightAveraging" in str(c.get("_target_", ""))
+            for c in (cfg.get("callbacks") or {}).values()
+            if c is not None
+        ),
+    }
+    return next((what for what, bad in reasons.items() if bad), None)
+
+
+def _technique_cfgs(cfg: DictConfig) -> list:
+    """The technique classes chosen, without building them (for the checks above)."""
+    from hydra.utils import get_class
+
+    out = []
+    for sub in (cfg.get("regularizer") or {}).values():
+        if sub is not None and sub.get("_target_"):
+            out.append(get_class(sub._target_))
+    return out
+
+
+def member_config(cfg: DictConfig | dict, seed: int) -> DictConfig:
+    """The config of the single run that member ``seed`` is: ``seed=S data.split_seed=S``.
+
+    From ``cfg`` resolved once to plain containers (``resolved``): copying and resolving the
+    composed config per member cost ~90 ms each, more than the member's training."""
+    base = resolved(cfg) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.create(
+        {**base, "seed": seed, "seeds": None, "data": {**base["data"], "split_seed": seed}}
+    )
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+class Member:
+    """One seed: its config, data, Classifier, optimizer, random state and selection."""
+
+    def __init__(self, cfg: DictConfig | dict, seed: int):
+        self.seed, self.cfg = seed, member_config(cfg, seed)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        self.dm, self.module = build(self.cfg)
+        self.rng = torch.get_rng_state()
+        self.cuda_rng: torch.Tensor | None = None
+        techniques = list(self.module.techniques.values())
+        self.best = Best.of(techniques)
+        self.stopper = next((t for t in techniques if isinstance(t, EarlyStopping)), None)
+        self.clip = next((t for t in techniques if isinstance(t, GradientClipping)), None)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedulers: list[dict] = []
+        self.steps = 0
+        self.epochs_trained = 0
+        self.stopped = False  # early stopping ended it, or it failed
+        self.error: str | None = None
+
+    # ------------------------------------------------------------------ random state
+
+    def enter(self) -> None:
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state(self.cuda_rng, self.module.device)
+
+    def leave(self) -> None:
+        self.rng = torch.get_rng_state()
+        if self.module.device.type == "cuda":
+            self.cuda_rng = torch.cuda.get_rng_state(self.module.device)
+
+    # ------------------------------------------------------------------ training
+
+    def configure(self) -> None:
+        out = self.module.configure_optimizers()
+        if isinstance(out, dict):
+            self.optimizer = out["optimizer"]
+            self.schedulers = [out["lr_scheduler"]] if out.get("lr_scheduler") else []
+        else:
+            self.optimizer = out
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
+        """One optimizer step, in the order Lightning's automatic optimization takes it."""
+        self.optimizer.zero_grad()
+        loss = self.module.step_loss(x, y)
+        loss.backward()
+        if self.clip is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            if self.clip.algorithm == "norm":
+                nn.utils.clip_grad_norm_(params, self.clip.value)
+            else:
+                nn.utils.clip_grad_value_(params, self.clip.value)
+        self.optimizer.step()
+        self.steps += 1
+        self._step_schedulers("step", batch_idx + 1)
+        value = loss.item()
+        if not math.isfinite(value):
+            self.fail(
+                f"loss became {value} at step {self.steps} (epoch {self.module.current_epoch}): "
+                "lower optimizer.lr or the penalty strength"
+            )
+            return
+        self.module.after_step()
+
+    def _step_schedulers(self, interval: str, count: int) -> None:
+        for s in self.schedulers:
+            if s.get("interval", "epoch") == interval and count % s.get("frequency", 1) == 0:
+                s["scheduler"].step()
+
+    def end_epoch(self, epoch: int) -> dict:
+        row = self.module.train_epoch_row()
+        self.epochs_trained = epoch + 1
+        self._step_schedulers("epoch", epoch + 1)
+        return row
+
+    def validated(self, row: dict, epoch: int) -> None:
+        """After the epoch's validation: selection, and early stopping's verdict."""
+        self.best.update(float(row[self.best.monitor]), epoch, self.module.model)
+        value = float(row[self.best.monitor])
+        if self.stopper is not None and (self.best.wait >= self.stopper.patience or
+                                         not math.isfinite(value)):  # fmt: skip
+            self.stopped = True
+
+    def fail(self, error: str) -> None:
+        self.error, self.stopped = error, True
+
+    @property
+    def live(self) -> bool:
+        return not self.stopped
+
+
+class StackBatches:
+    """Batch ``i`` of every member at once (None for a member that is frozen or done)."""
+
+    batch_sampler = None
+
+    def __init__(self, members: list[Member], loaders: list):
+        self.members, self.loaders = members, loaders
+
+    @property
+    def sampler(self) -> StackBatches:
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return max(len(loader) for loader in self.loaders)
+
+    def __iter__(self) -> Iterator[list]:
+        iters = [iter(loader) for loader in self.loaders]
+        for _ in range(len(self)):
+            yield [
+                next(it, None) if m.live else None
+                for m, it in zip(self.members, iters, strict=True)
+            ]
+
+
+class Stack(pl.LightningModule):
+    """The members' Classifiers as one LightningModule, stepped by hand."""
+
+    automatic_optimization = False
+
+    def __init__(self, members: list[Member]):
+        super().__init__()
+        self.members = members
+        self.member_modules = nn.ModuleList([m.module for m in members])
+        self._validated: list[Member] = []
+
+    def train_dataloader(self):
+        return StackBatches(self.members, [m.dm.train_dataloader() for m in self.members])
+
+    def val_dataloader(self):
+        return StackBatches(self.members, [m.dm.val_dataloader() for m in self.members])
+
+    def setup(self, stage: str) -> None:
+        for m in self.members:  # Lightning hands its Trainer to direct children only
+            m.module.trainer = self.trainer
+
+    def configure_optimizers(self):
+        for m in self.members:
+            m.configure()
+        return None
+
+    def on_fit_start(self) -> None:
+        for m in self.members:  # as Classifier.on_fit_start, with the member's data
+            m.enter()
+            m.module.fit_statistics(m.dm.train.images)
+            m.leave()
+
+    def training_step(self, batch, batch_idx):
+        for m, b in zip(self.members, batch, strict=True):
+            if b is None or not m.live:
+                continue
+            m.enter()
+            m.step(*b, batch_idx)
+            m.leave()
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready(), progress.increment_completed()  # global_step, max_steps
+
+    def on_train_epoch_end(self) -> None:
+        rows = [m.end_epoch(self.current_epoch) for m in self.members if m.live]
+        if rows:
+            self.log_dict({k: sum(float(r[k]) for r in rows) / len(rows)
+                           for k in ("train/loss", "train/acc")})  # fmt: skip
+        if not any(m.live for m in self.members):
+            self.trainer.should_stop = True
+
+    def on_validation_epoch_start(self) -> None:
+        self._validated = [m for m in self.members if m.live]
+
+    def validation_step(self, batch, batch_idx):
+        for m, b in zip(self.members, batch, strict=True):
+            if b is not None and m in self._validated:
+                m.module.validation_step(b, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        rows = []
+        for m in self._validated:
+            row = m.module.val_epoch_row(self.trainer.sanity_checking)
+            if row:
+                m.validated(row, self.current_epoch)
+                rows.append(row)
+        if rows:  # the mean over the members validated: one number for pruning callbacks
+            self.log_dict({k: sum(float(r[k]) for r in rows) / len(rows) for k in MEAN_KEYS},
+                          prog_bar=True)  # fmt: skip
+
+
+def build_stack_trainer(cfg: DictConfig, stack: Stack) -> pl.Trainer:
+    """The Trainer of a stacked job: the config's callbacks less checkpoints, its loggers."""
+    quiet_lightning()
+    named = [
+        (k, cb)
+        for k, cb in config_callbacks(cfg)
+        if not isinstance(cb, pl.callbacks.ModelCheckpoint)  # no checkpoint files: see module doc
+    ]
+    kwargs = dict(to_plain(cfg.trainer))
+    kwargs.pop("_target_", None)
+    for t in stack.members[0].module.techniques.values():
+        kwargs = t.trainer_kwargs(kwargs)  # the techniques' own checks and warnings
+    for key in ("gradient_clip_val", "gradient_clip_algorithm"):  # per member (Member.step)
+        kwargs.pop(key, None)
+    stopper = stack.members[0].stopper
+    if stopper is not None:
+        cannot_stop_early("regularizer.early_stopping.patience", stopper.patience, kwargs)
+    loggers = make_loggers(cfg)
+    kwargs.update(enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False)
+    try:
+        return pl.Trainer(
+            **kwargs,
+            callbacks=[cb for _, cb in named] + tracking_callbacks(loggers) + [PlainCudaCheck()],
+            logger=loggers or False,
+            use_distributed_sampler=False,
+        )
+    except (MisconfigurationException, TypeError, ValueError) as e:
+        raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]}") from e
+
+
+def as_logged(value) -> float:
+    """A value as a single run's metrics.json holds it: Lightning logs scalars as float32."""
+    return float(torch.tensor(float(value), dtype=torch.float32))
+
+
+def summarize(m: Member, wall_time_s: float) -> dict:
+    """Member ``m``'s metrics.json entries: the keys a single run writes (less ``describe``)."""
+    module = m.module
+    if m.error is not None:
+        return {"status": "failed", "error": m.error, "global_step": m.steps,
+                "history": module.history}  # fmt: skip
+    final = any(t.final_weights for t in module.techniques.values())
+    fit_metrics = {k: v for k, v in (module.history[-1] if module.history else {}).items()
+                   if k != "epoch"}  # fmt: skip
+    if not final and m.best.weights is not None:
+        module.model.load_state_dict(m.best.weights)
+        best_epoch = m.best.epoch
+        val_loss_best = next(r[VAL_LOSS] for r in module.history if r["epoch"] == best_epoch)
+    else:
+        best_epoch = m.epochs_trained - 1
+        val_loss_best = evaluate(module, m.dm.val_dataloader())[VAL_LOSS]
+    # A tuning trial (trainer.limit_test_batches=0) is scored on validation and never tested.
+    tests = m.cfg.trainer.get("limit_test_batches") != 0
+    metrics = {
+        k: as_logged(v) for k, v in {**fit_metrics, **(test(module, m.dm) if tests else {})}.items()
+    }
+    metrics[VAL_LOSS_BEST] = float(val_loss_best)
+    return {
+        "status": "ok",
+        **dict(sorted(metrics.items())),
+        BEST_EPOCH: best_epoch,
+        "epochs_trained": m.epochs_trained,
+        "global_step": m.steps,
+        "best_checkpoint": None,
+        "tested": ("final weights" if final else "best epoch") if tests else None,
+        "history": module.history,
+        "wall_time_s": wall_time_s,
+    }
+
+
+def fit_stack(cfg: DictConfig, seeds: list[int]) -> list[tuple[Member, dict]]:
+    """Build every member, train them in one Trainer, and summarize each."""
+    start = time.time()
+    base = resolved(cfg)
+    members = [Member(base, s) for s in seeds]
+    for m in members[1:]:
+        if not isinstance(m.module, Classifier) or type(m.module) is not type(members[0].module):
+            raise ConfigError("seeds=[...]: members must be plain Classifiers")
+    stack = Stack(members)
+    trainer = build_stack_trainer(cfg, stack)
+    trainer.fit(stack)
+    # Each member's share of the job: one process, one loop, so the time is not divisible
+    # more finely; stack_wall_time_s keeps the whole.
+    share = (time.time() - start) / len(members)
+    out = []
+    for m in members:
+        summary = summarize(m, share)
+        summary.update(stack_size=len(members), stack_wall_time_s=share * len(members))
+        out.append((m, summary))
+    return out

@@ -1,0 +1,106 @@
+"""``seeds=[...]``: each member of a stacked job is exactly the single run of its seed."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from reglab.core.errors import ConfigError
+from reglab.train import run, run_stack
+
+from ..conftest import compose_cfg
+
+# The comparison's regime, shortened: digits, 200 training images, batch 32, 4 epochs. Dropout
+# and gaussian noise draw random numbers every step, so any mix-up of the members' random
+# states shows; gradient clipping acts per member; early stopping stops members on their own.
+TINY = ["trainer.accelerator=cpu", "logger=csv", "callbacks=none", "trainer.max_epochs=4",
+        "data=digits", "data.train_subset=200",
+        "data.val_fraction=0.25", "data.batch_size=32", "num_threads=1"]  # fmt: skip
+TECHNIQUES = "regularizer=[dropout,gaussian_noise,gradient_clipping,early_stopping]"
+ES = ["regularizer.early_stopping.patience=1", "regularizer.gradient_clipping.value=0.5"]
+UNSTABLE = ("wall_time_s", "stack_size", "stack_wall_time_s", "best_checkpoint")
+
+
+def close(a, b, path="") -> None:
+    """Equal, floats within 1e-6, recursively; the path says where they differ."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=0, abs_tol=1e-6), (path, a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), (path, a.keys() ^ b.keys())
+        for k in a:
+            close(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), (path, len(a), len(b))
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+def stable(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k not in UNSTABLE}
+
+
+def test_each_member_equals_its_single_run(tmp_path):
+    stack = run_stack(compose_cfg([*TINY, TECHNIQUES, *ES, "seeds=[1,2,3]"], tmp_path / "stack"))
+    alone = run_stack(compose_cfg([*TINY, TECHNIQUES, *ES, "seeds=[2]"], tmp_path / "alone"))
+    single = run(compose_cfg([*TINY, TECHNIQUES, *ES, "seed=2", "data.split_seed=2"],
+                             tmp_path / "single"))  # fmt: skip
+    written = json.loads((tmp_path / "stack" / "seed_2" / "metrics.json").read_text())
+    member = stack[1]
+    assert member["seed"] == 2 and member["status"] == "ok"
+    close(stable(written), stable(json.loads(json.dumps(member))))
+    close(stable(member), stable(alone[0]))
+    assert single["tested"] == "best epoch" and member["tested"] == "best epoch"
+    close(stable(member), stable(single))
+    for key in ("test/acc", "val/loss_best", "best_epoch", "val/acc_best", "num_classes"):
+        assert key in member, key
+    # The members are different runs (own split, init, order), not copies of one.
+    assert stack[0]["history"][0]["train/loss"] != member["history"][0]["train/loss"]
+    # What the Trainer logged each epoch (callback_metrics, read by pruning callbacks): the
+    # mean of val/loss over the members validated in that epoch.
+    logged = [r for r in csv.DictReader(open(tmp_path / "stack" / "csv" / "metrics.csv"))
+              if r.get("val/loss")]  # fmt: skip
+    assert len(logged) == max(len(m["history"]) for m in stack)
+    for epoch, row in enumerate(logged):
+        mine = [h["val/loss"] for m in stack for h in m["history"] if h["epoch"] == epoch]
+        assert math.isclose(float(row["val/loss"]), sum(mine) / len(mine), rel_tol=1e-6)
+    # val/loss_best is the lowest val/loss over the epochs, and its epoch's weights were tested.
+    losses = [r["val/loss"] for r in member["history"]]
+    assert member["val/loss_best"] == min(losses)
+    assert member["best_epoch"] == losses.index(min(losses))
+
+
+def test_a_diverging_member_fails_alone(tmp_path, monkeypatch):
+    from reglab.training import stack
+
+    step = stack.Member.step
+
+    def diverge_seed_2(self, x, y, batch_idx):  # seed 2's loss becomes NaN at its third step
+        if self.seed == 2 and self.steps == 2:
+            next(self.module.model.parameters()).data.fill_(float("nan"))
+        step(self, x, y, batch_idx)
+
+    monkeypatch.setattr(stack.Member, "step", diverge_seed_2)
+    out = run_stack(compose_cfg([*TINY, "model=mlp", "seeds=[1,2]"], tmp_path))
+    failed = json.loads((tmp_path / "seed_2" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "loss became nan at step 3" in failed["error"]
+    assert out[0]["status"] == "ok" and out[0]["epochs_trained"] == 4
+
+
+def test_what_cannot_be_stacked_runs_seed_by_seed(tmp_path, capsys):
+    out = run_stack(compose_cfg([*TINY, "regularizer=[swa]", "seeds=[1,2]"], tmp_path))
+    assert "regularizer=swa / ema" in capsys.readouterr().out
+    single = run(compose_cfg([*TINY, "regularizer=[swa]", "seed=2", "data.split_seed=2"],
+                             tmp_path / "single"))  # fmt: skip
+    written = json.loads((tmp_path / "seed_2" / "metrics.json").read_text())
+    assert written["tested"] == "final weights" and "stack_size" not in written
+    close(stable(written), stable(json.loads(json.dumps(single))))
+    assert out[0]["seed"] == 1 and out[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("seeds", ["[]", "[1,1]", "[-1]", "[1.5]"])
+def test_bad_seeds_are_refused_in_one_line(seeds, tmp_path):
+    with pytest.raises(ConfigError, match=r"^seeds="):
+        run_stack(compose_cfg([*TINY, f"seeds={seeds}"], tmp_path))
