@@ -139,3 +139,14 @@ def test_a_driver_gets_the_differences_the_verdicts_were_read_from(comparison_sw
     singles = {a: d for a, d in diffs.items() if a != "cocktail"}
     for arm, verdict in sequential(singles, sweep.design).items():
         assert table.loc[arm, "verdict"] == verdict.verdict and table.loc[arm, "n"] == verdict.n
+
+
+def test_cross_validation_folds_pair_by_fold(tmp_path):
+    sweep = tmp_path / "sweep"
+    base = [0.90, 0.91, 0.92, 0.93, 0.94]
+    for fold, acc in enumerate(base):
+        write_run(sweep, f"b{fold}", "baseline", acc, seed=1, fold=fold)
+        write_run(sweep, f"l{fold}", "l2", acc + 0.01 * (fold % 2), seed=1, fold=fold)
+    table = summarize(load_runs(sweep)).set_index("technique")
+    assert table.loc["l2", "n"] == len(base) and (table["over"] == "folds").all()
+    assert table.loc["l2", "mean_diff"] == pytest.approx(0.01 * 2 / len(base))

@@ -190,14 +190,18 @@ def _cocktail_sentence(c, s: pd.DataFrame) -> str:
     vs_base = f"{mine['verdict'].iloc[0]} than the baseline" if len(mine) else "not tested"
     if len(mine) and mine["verdict"].iloc[0] in ("equivalent", "undecided"):
         vs_base = f"{mine['verdict'].iloc[0]} against the baseline"
-    p = c.get("p_value")
-    test = f"cocktail − {c['best_single']} = {interval(c)} over {c['n']} paired seeds" + (
-        "" if _nan(p) else f", p = {p:.3g}"
-    )
+    if _nan(c.get("ci_low")):
+        outcome = "too few common seeds to test"
+    elif c["ci_low"] > 0 or c["ci_high"] < 0:
+        outcome = "better" if c["ci_low"] > 0 else "worse"
+        outcome = f"the cocktail is {outcome} (one paired test, p = {c['p_value']:.3g})"
+    else:
+        outcome = f"not told apart (one paired test, p = {c['p_value']:.3g})"
     return (
         f"**Cocktail**: {vs_base}; against the best single technique chosen on validation "
         f"(**{c['best_single']}**, mean {VAL_LOSS_BEST} {c['val_mean']:.4f} vs the "
-        f"cocktail's {c['cocktail_val_mean']:.4f}): {test}."
+        f"cocktail's {c['cocktail_val_mean']:.4f}): cocktail − {c['best_single']} = "
+        f"{interval(c)} over {c['n']} paired seeds: {outcome}."
     )
 
 
