@@ -34,16 +34,21 @@ def test_experiment_composes_as_a_sweep_or_a_single_run(name):
     if name.endswith("_speedrun"):  # one run that reports its time-to-accuracy
         assert cfg.hydra.mode is None or cfg.hydra.mode.name == "RUN"
         assert cfg.trainer.max_epochs > 0 and cfg.data.name in ("fashion_mnist", "cifar10")
-    else:
-        assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
+    else:  # a plain sweep lists its keys; a comparison plans its own jobs from its protocol
+        assert cfg.hydra.mode.name == "MULTIRUN"
+        assert cfg.hydra.sweeper.params or cfg.hydra.sweeper.get("protocol")
 
 
-def test_compare_sweeps_baseline_and_every_technique_three_seeds():
+def test_compare_tunes_every_arm_alike_and_tests_in_looks():
     cfg = _compose("experiment=compare")
-    params = cfg.hydra.sweeper.params
-    assert params["+technique"] == "glob(*,exclude=stochastic_depth)"
-    assert params["seed"] == "range(1,6)" and cfg.data.name == "digits"  # 5 paired seeds
-    assert cfg.hydra.sweeper.n_trials >= 1 and cfg.data.train_subset == 200  # overfits (see file)
+    protocol = cfg.hydra.sweeper.protocol
+    assert protocol.arms is None and list(protocol.exclude) == ["stochastic_depth"]
+    # The learning rate and the training length are searched for every arm, the baseline too.
+    assert set(protocol.shared) == {"optimizer", "trainer"}
+    assert list(protocol.design.looks) == [5, 10, 20, 30] and protocol.design.delta == 0.01
+    assert not set(protocol.tune_seeds) & set(range(protocol.first_seed, protocol.first_seed + 30))
+    assert cfg.hydra.sweeper.n_trials >= 2 and cfg.data.train_subset == 200  # overfits (see file)
+    assert cfg.data.name == "digits" and cfg.hydra.sweeper.objective == "val/loss_best"
 
 
 def test_keras_case_study_matches_the_classic_setup():
