@@ -21,7 +21,7 @@ from reglab.core.config import to_plain
 from reglab.core.errors import ConfigError, ReglabError, fail
 from reglab.core.io import write_json_atomic
 from reglab.core.names import TEST_ACC, TEST_ECE, TEST_LOSS
-from reglab.core.paths import CONF_DIR
+from reglab.core.paths import CONF_SOURCE
 from reglab.data import DataModule, IndexBatches
 from reglab.training.assemble import quiet_lightning
 from reglab.training.checkpoint import load_checkpoint
@@ -35,7 +35,6 @@ def model_from_checkpoint(ckpt: dict, path: str | Path) -> Classifier:
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"{path} is not a reglab checkpoint (no hyper_parameters/state_dict)")
-    hp = {k: v for k, v in hp.items() if k != "steps_per_execution"}  # saved by reglab < 0.2
     model = Classifier(**hp)
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -47,8 +46,14 @@ def model_from_checkpoint(ckpt: dict, path: str | Path) -> Classifier:
 def tester(device: str) -> pl.Trainer:
     quiet_lightning()
     accelerator = {"auto": "auto", "cpu": "cpu"}.get(device, "gpu")
-    return pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def test(trainer: pl.Trainer, module: pl.LightningModule, loader) -> dict[str, float]:
@@ -56,8 +61,13 @@ def test(trainer: pl.Trainer, module: pl.LightningModule, loader) -> dict[str, f
     return {k: float(results[k]) for k in SCORES}
 
 
-def evaluate(paths: list[str], data_overrides: dict | None = None, trust: bool = False,
-             batch_size: int = 1024, device: str = "auto") -> dict:  # fmt: skip
+def evaluate(
+    paths: list[str],
+    data_overrides: dict | None = None,
+    trust: bool = False,
+    batch_size: int = 1024,
+    device: str = "auto",
+) -> dict:
     members = [model_from_checkpoint(load_checkpoint(p, trust), p) for p in paths]
     keys = [((m.hparams.get("data") or {}).get("name"), m.hparams["num_classes"]) for m in members]
     for p, key in zip(paths[1:], keys[1:], strict=True):
@@ -91,12 +101,17 @@ def print_summary(summary: dict) -> None:
     Console().print(table)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONF_SOURCE, config_name="eval")
 def _main(cfg: DictConfig) -> None:
     paths = cfg.ckpt_path if isinstance(to_plain(cfg.ckpt_path), list) else [cfg.ckpt_path]
     try:
-        summary = evaluate([str(p) for p in paths], to_plain(cfg.data), cfg.trust_checkpoint,
-                           cfg.batch_size, cfg.device)  # fmt: skip
+        summary = evaluate(
+            [str(p) for p in paths],
+            to_plain(cfg.data),
+            cfg.trust_checkpoint,
+            cfg.batch_size,
+            cfg.device,
+        )
     except ReglabError as e:
         fail(str(e))
         return
@@ -106,7 +121,7 @@ def _main(cfg: DictConfig) -> None:
     print(f"reglab-eval: wrote {out}", file=sys.stderr)
 
 
-main = entry_point(_main)
+main = entry_point(_main, "eval")
 
 if __name__ == "__main__":
     main()

@@ -129,8 +129,13 @@ def _wording(hint) -> str:
         if len(inner) == 1:
             return f"a list of {_wording(inner[0]).removeprefix('a ').removeprefix('an ')}s"
         return "a list"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             type(None): "null"}  # fmt: skip
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "null",
+    }
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
