@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 
@@ -23,6 +24,20 @@ class DivergenceError(ReglabError):
     def __init__(self, message: str, step: int | None = None):
         super().__init__(message)
         self.step = step
+
+
+class MissingExtraError(ReglabError):
+    """An optional path whose package is not installed: names the extra that brings it."""
+
+
+def require_extra(module: str, extra: str, needed_by: str) -> None:
+    """Raise ``MissingExtraError`` unless ``module`` (an optional dependency) imports."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(
+            f"{needed_by} needs the {extra} extra: pip install 'reglab[{extra}]'"
+        ) from None
 
 
 def fail(msg: str, code: int = 2) -> None:

@@ -39,7 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from reglab.core.errors import warn
+from reglab.core.errors import require_extra, warn
 from reglab.core.paths import ROOT_DIR
 
 IMAGES_KEY = "train/augmented"
@@ -151,6 +151,8 @@ def make_loggers(cfg: DictConfig) -> list[Logger]:
                 tell_offline(reason, offline_runs_glob(lg_cfg.get("save_dir") or "."))
             loggers.append(instantiate(lg_cfg, **extra))
         else:
+            if str(lg_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+                require_extra("tensorboard", "tensorboard", "logger=tensorboard")
             loggers.append(instantiate(lg_cfg))
     return loggers
 
