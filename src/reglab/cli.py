@@ -1,12 +1,12 @@
 """What every console script does before Hydra composes its config.
 
-- registers reglab's OmegaConf resolvers (the run folder's name; ``reglab_new_dir``, which makes
-  each run or sweep folder, so that two started in the same second never share one);
+- registers reglab's OmegaConf resolvers (``reglab_root``, the folder the command runs in; the run
+  folder's name; ``reglab_new_dir``, which makes each run or sweep folder, so that two started in
+  the same second never share one);
 - loads ``.env`` (W&B settings) before composing, so configs may read ``oc.env``;
-- refuses ``group=option`` overrides naming an option with no YAML file, in one line;
+- refuses ``group=option`` overrides naming an option that is not on Hydra's config search path
+  (reglab's ``conf/`` plus any ``hydra.searchpath`` folder), in one line;
 - refuses a launcher whose extra is not installed, naming it (``pip install 'reglab[slurm]'``);
-- rewrites keys that moved (``trainer.steps_per_execution`` -> ``execution.steps_per_execution``,
-  ...), printing the new name, so old commands keep working;
 - ``resume=true``: finds the newest earlier run of the same command and hands its folder to Hydra
   as ``hydra.run.dir``, before Hydra creates a new folder; the run then picks up that folder's
   ``checkpoints/last.ckpt``.
@@ -15,16 +15,22 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
 from omegaconf import OmegaConf
 
 from reglab.core.config import run_name
 from reglab.core.errors import ConfigError, ReglabError, fail, require_extra
 from reglab.core.io import make_new_dir
-from reglab.core.paths import CONF_DIR, ROOT_DIR
+from reglab.core.paths import CONF_PACKAGE
 from reglab.training.loggers import load_env_file
 
 # False while resume=true looks for the runs folder: composing then must not make a folder.
@@ -39,25 +45,17 @@ def new_dir(path: str) -> str:
     return make_new_dir(path) if _MAKE_FOLDERS else str(path)
 
 
+def launch_dir() -> str:
+    """The ``reglab_root`` resolver (``paths.root_dir``): the folder the command runs in. A job
+    reads Hydra's ``runtime.cwd``, so ``hydra.job.chdir=true`` does not move ``data/`` and
+    ``logs/`` into the run folder."""
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+
+
 if not OmegaConf.has_resolver("reglab_root"):
-    OmegaConf.register_new_resolver("reglab_root", lambda: str(ROOT_DIR))
+    OmegaConf.register_new_resolver("reglab_root", launch_dir)
     OmegaConf.register_new_resolver("reglab_run_name", lambda *, _root_: run_name(_root_))
     OmegaConf.register_new_resolver("reglab_new_dir", new_dir, use_cache=True)
-
-# Old key -> new key (or group). A command line with the old key runs with the new one.
-MOVED = {
-    "trainer.steps_per_execution": "execution.steps_per_execution",
-    "model.channels_last": "execution.channels_last",
-    "model.compile": "execution.compile",
-    "model.tta": "execution.tta",
-    "optimizer.scheduler": "scheduler",
-    "optimizer.pct_start": "scheduler.pct_start",
-}
-
-
-def options(group: str) -> list[str]:
-    """The options of a config group: its YAML files, less ``_``-prefixed shared parts."""
-    return sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml") if not f.stem.startswith("_"))
 
 
 def _key_of(override: str) -> str:
@@ -73,21 +71,40 @@ def task_overrides(argv: list[str]) -> list[str]:
     ]
 
 
-def check_group_choices(overrides: list[str]) -> None:
-    """Refuse ``group=option`` overrides naming an option with no YAML file, in one line.
+def search_path_overrides(argv: Sequence[str]) -> list[str]:
+    """The ``hydra.searchpath=[...]`` words of a command line: the user's own config folders."""
+    return [a for a in argv if _key_of(a) == "hydra.searchpath"]
+
+
+def options(group: str, overrides: Sequence[str] = (), config_name: str = "train") -> list[str]:
+    """The options of a config group, as Hydra finds them: reglab's ``conf/`` plus the folders of
+    ``hydra.searchpath`` (in ``overrides`` or in the primary config), less ``_``-prefixed shared
+    parts. Empty for a name that is no group."""
+    search = search_path_overrides(overrides)
+    outside = not GlobalHydra.instance().is_initialized()  # inside a Hydra app: its search path
+    with initialize_config_module(CONF_PACKAGE, version_base="1.3") if outside else nullcontext():
+        loader = GlobalHydra.instance().config_loader()
+        names = loader.get_group_options(group, ObjectType.CONFIG, config_name, search)
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def check_group_choices(overrides: list[str], config_name: str = "train") -> None:
+    """Refuse ``group=option`` overrides naming an option Hydra cannot find, in one line.
 
     Hydra refuses them too, but for a multi-select list (``regularizer=[l2,dropuot]``) its
     message does not list the options. Sweep syntax (``a,b``) is split; functions such as
-    ``choice(...)`` or ``glob(*)`` are left to Hydra.
+    ``choice(...)`` or ``glob(*)`` are left to Hydra. ``hydra.searchpath=[...]`` among
+    ``overrides`` adds its folders' options.
     """
+    search = search_path_overrides(overrides)
     for override in overrides:
         key, _, value = override.partition("=")
         group = key.lstrip("+~")
-        if "/" in group or "." in group or group == "hydra" or not (CONF_DIR / group).is_dir():
+        if "/" in group or "." in group or group == "hydra" or any(c in value for c in "()*$"):
             continue
-        if any(c in value for c in "()*$"):
+        available = options(group, search, config_name)
+        if not available:  # a plain key (seed=1), not a group
             continue
-        available = options(group)
         for name in value.replace("[", ",").replace("]", ",").split(","):
             name = name.strip().strip("'\"")
             if name and name != "null" and name not in available:
@@ -105,20 +122,6 @@ def check_extras(argv: list[str]) -> None:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") == "hydra/launcher" and value in SUBMITIT_LAUNCHERS:
             require_extra("hydra_plugins.hydra_submitit_launcher", "slurm", arg)
-
-
-def moved_keys(argv: list[str]) -> list[str]:
-    """``argv`` with moved keys renamed; one line on stderr for each."""
-    out = []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        bare = key.lstrip("+~")
-        if eq and bare in MOVED:
-            new = MOVED[bare]
-            print(f"reglab: note: {bare} is now {new}; running with {new}={value}", file=sys.stderr)
-            arg = f"{key[: len(key) - len(bare)]}{new}={value}"
-        out.append(arg)
-    return out
 
 
 # ----------------------------------------------------------------------------- resume=true
@@ -148,7 +151,7 @@ def runs_root_of(overrides: list[str]) -> Path | None:
     global _MAKE_FOLDERS
     _MAKE_FOLDERS = False
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_module(CONF_PACKAGE, version_base="1.3"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
             return Path(str(cfg.hydra.run.dir)).parent
     except Exception:  # noqa: BLE001 - a bad override: let Hydra's own run report it
@@ -165,7 +168,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     explicit = any(_key_of(a) == "hydra.run.dir" for a in argv if "=" in a)
     if not wants or multirun or explicit or any(a in argv for a in ("--help", "-h", "--cfg", "-c")):
         return argv
-    root = runs_root_of(overrides)
+    root = runs_root_of([*overrides, *search_path_overrides(argv)])
     if root is None:
         return argv
     folder = previous_run(overrides, root)
@@ -180,17 +183,20 @@ def resume_argv(argv: list[str]) -> list[str]:
     return [*argv, f"hydra.run.dir='{folder}'"]
 
 
-def entry_point(main, resume: bool = False):
-    """Wrap a Hydra main: ``.env``, option and moved-key checks, and (``resume``) resume=true."""
+def entry_point(main, config_name: str = "train", resume: bool = False):
+    """Wrap a Hydra main of primary config ``config_name``: ``.env``, the check of group options,
+    and (``resume``) resume=true."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         load_env_file()
         if not args and not kwargs:  # called as a console script: argv is the command line
-            sys.argv[1:] = moved_keys(sys.argv[1:])
             try:
                 check_extras(sys.argv[1:])
-                check_group_choices(task_overrides(sys.argv[1:]))
+                check_group_choices(
+                    [*task_overrides(sys.argv[1:]), *search_path_overrides(sys.argv[1:])],
+                    config_name,
+                )
             except ReglabError as e:
                 fail(str(e))
             if resume:
