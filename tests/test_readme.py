@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reglab.cli import check_group_choices
+from reglab.cli import check_group_choices, options
 from reglab.core.config import to_plain
 from reglab.core.errors import ReglabError
 from reglab.core.paths import ROOT_DIR
@@ -149,6 +149,38 @@ def test_quoted_error_is_the_one_reglab_gives(args, said, tmp_path, request):
     got = reglab_error(args.split(), tmp_path)
     pattern = ".*".join(re.escape(part) for part in said.split("..."))
     assert re.fullmatch(pattern, got), f"README: {said}\nreglab: {got}"
+
+
+# ----------------------------------------------------------------------------- the menu
+
+
+def menu() -> list[tuple[str, set[str], str]]:
+    """The rows of "Choosing what to run": (group, the options named, the example)."""
+    rows = []
+    for line in section("Choosing what to run").splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            words = re.findall(r"`([^`]+)`", cells[1])
+            named = {w for w in words if re.fullmatch(r"[a-z][a-z0-9_]*", w)}
+            rows.append((cells[0].strip("`"), named, cells[2].strip("`")))
+    return rows
+
+
+def test_the_menu_names_each_groups_options():
+    rows = menu()
+    assert {"data", "model", "callbacks", "logger"} <= {g for g, _, _ in rows}
+    for group, named, _ in rows:
+        if group in ("regularizer", "augmentation"):  # multi-select: Techniques lists them
+            assert named == {"none"}, group
+        elif named:
+            assert named == set(options(group)), f"README's {group} row: {sorted(named)}"
+
+
+def test_the_menus_examples_compose(tmp_path):
+    for group, _, example in menu():
+        if "NAME" not in example:
+            cfg = compose_cfg(example.split(), tmp_path / group)  # raises if it does not
+            assert group in cfg or group == "debug"  # debug's options are global overrides
 
 
 # ----------------------------------------------------------------------------- other claims
