@@ -232,11 +232,15 @@ def lightning_vs_bare(model_name: str, seg: int, warmup: int, rounds: int, k: in
     for _ in range(fits):
         clock = make_interleaver(warmup, seg, rounds, other=lambda n: bare.steps(n * k))
         bs = lightning_fit(
-            ["data=fashion_mnist", f"model={model_name}", "trainer=cpu",
-             f"execution.steps_per_execution={k}"],
+            [
+                "data=fashion_mnist",
+                f"model={model_name}",
+                "trainer=cpu",
+                f"execution.steps_per_execution={k}",
+            ],
             clock,
             (warmup + rounds * seg) * k,
-        )  # fmt: skip
+        )
         for side, size in (("a", bs * k), ("b", bs)):
             pooled[side] += clock.rates(side, size)
     a, b = statistics.median(pooled["a"]), statistics.median(pooled["b"])
@@ -437,10 +441,21 @@ def peak_rss_cifar10_resnet18(train_batches: int, extra=()):
 
 
 # The comparison's regime (conf/experiment/compare.yaml) without its sweeper and launcher.
-COMPARE_RUN = ["data=digits", "model=mlp", "optimizer=adam", "callbacks=none", "logger=csv",
-               "trainer.max_epochs=15", "trainer.accelerator=cpu", "trainer.log_every_n_steps=10",
-               "++trainer.enable_progress_bar=false", "data.train_subset=200",
-               "data.val_fraction=0.25", "data.batch_size=32", "num_threads=1"]  # fmt: skip
+COMPARE_RUN = [
+    "data=digits",
+    "model=mlp",
+    "optimizer=adam",
+    "callbacks=none",
+    "logger=csv",
+    "trainer.max_epochs=15",
+    "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=10",
+    "++trainer.enable_progress_bar=false",
+    "data.train_subset=200",
+    "data.val_fraction=0.25",
+    "data.batch_size=32",
+    "num_threads=1",
+]
 
 
 def stack_vs_separate(seeds: int, rounds: int):
@@ -456,12 +471,17 @@ def stack_vs_separate(seeds: int, rounds: int):
             batch = list(range(first, first + seeds))
             start = time.process_time()
             for s in batch:
-                run(compose([*COMPARE_RUN, f"seed={s}", f"data.split_seed={s}"],
-                            Path(tmp) / f"sep{r}" / str(s)))  # fmt: skip
+                run(
+                    compose(
+                        [*COMPARE_RUN, f"seed={s}", f"data.split_seed={s}"],
+                        Path(tmp) / f"sep{r}" / str(s),
+                    )
+                )
             separate = (time.process_time() - start) / seeds
             start = time.process_time()
-            out = run_stack(compose([*COMPARE_RUN, f"seeds={batch}".replace(" ", "")],
-                                    Path(tmp) / f"stack{r}"))  # fmt: skip
+            out = run_stack(
+                compose([*COMPARE_RUN, f"seeds={batch}".replace(" ", "")], Path(tmp) / f"stack{r}")
+            )
             stacked = (time.process_time() - start) / seeds
             assert all(m["status"] == "ok" for m in out)
             if r:

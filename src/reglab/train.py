@@ -115,6 +115,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> tuple[dict, pl.Trainer]:
             model.model.load_state_dict(best.weights)
             tested = "best epoch"
     results = trainer.test(model, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
+    if cfg.trainer.get("limit_test_batches") == 0:  # a tuning trial: scored on validation only
+        tested = None
 
     # Every scalar the module logged, under the name it logged it with: no list to keep up.
     metrics = {**fit_metrics, **({k: float(v) for k, v in results[0].items()} if results else {})}
@@ -220,9 +222,14 @@ def record_failure(cfg: DictConfig, e: Exception) -> str:
             folder.mkdir(exist_ok=True)
             write_json_atomic(
                 folder / "metrics.json",
-                {"status": "failed", "error": error, **describe(run_cfg),
-                 "global_step": getattr(e, "step", None), "traceback": traceback.format_exc()},
-            )  # fmt: skip
+                {
+                    "status": "failed",
+                    "error": error,
+                    **describe(run_cfg),
+                    "global_step": getattr(e, "step", None),
+                    "traceback": traceback.format_exc(),
+                },
+            )
     return error
 
 

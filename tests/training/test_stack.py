@@ -14,9 +14,17 @@ from ..conftest import compose_cfg
 # The comparison's regime, shortened: digits, 200 training images, batch 32, 4 epochs. Dropout
 # and gaussian noise draw random numbers every step, so any mix-up of the members' random
 # states shows; gradient clipping acts per member; early stopping stops members on their own.
-TINY = ["trainer.accelerator=cpu", "logger=csv", "callbacks=none", "trainer.max_epochs=4",
-        "data=digits", "data.train_subset=200",
-        "data.val_fraction=0.25", "data.batch_size=32", "num_threads=1"]  # fmt: skip
+TINY = [
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "callbacks=none",
+    "trainer.max_epochs=4",
+    "data=digits",
+    "data.train_subset=200",
+    "data.val_fraction=0.25",
+    "data.batch_size=32",
+    "num_threads=1",
+]
 TECHNIQUES = "regularizer=[dropout,gaussian_noise,gradient_clipping,early_stopping]"
 ES = ["regularizer.early_stopping.patience=1", "regularizer.gradient_clipping.value=0.5"]
 UNSTABLE = ("wall_time_s", "stack_size", "stack_wall_time_s", "best_checkpoint")
@@ -45,8 +53,9 @@ def stable(m: dict) -> dict:
 def test_each_member_equals_its_single_run(tmp_path):
     stack = run_stack(compose_cfg([*TINY, TECHNIQUES, *ES, "seeds=[1,2,3]"], tmp_path / "stack"))
     alone = run_stack(compose_cfg([*TINY, TECHNIQUES, *ES, "seeds=[2]"], tmp_path / "alone"))
-    single = run(compose_cfg([*TINY, TECHNIQUES, *ES, "seed=2", "data.split_seed=2"],
-                             tmp_path / "single"))  # fmt: skip
+    single = run(
+        compose_cfg([*TINY, TECHNIQUES, *ES, "seed=2", "data.split_seed=2"], tmp_path / "single")
+    )
     written = json.loads((tmp_path / "stack" / "seed_2" / "metrics.json").read_text())
     member = stack[1]
     assert member["seed"] == 2 and member["status"] == "ok"
@@ -60,8 +69,11 @@ def test_each_member_equals_its_single_run(tmp_path):
     assert stack[0]["history"][0]["train/loss"] != member["history"][0]["train/loss"]
     # What the Trainer logged each epoch (callback_metrics, read by pruning callbacks): the
     # mean of val/loss over the members validated in that epoch.
-    logged = [r for r in csv.DictReader(open(tmp_path / "stack" / "csv" / "metrics.csv"))
-              if r.get("val/loss")]  # fmt: skip
+    logged = [
+        r
+        for r in csv.DictReader(open(tmp_path / "stack" / "csv" / "metrics.csv"))
+        if r.get("val/loss")
+    ]
     assert len(logged) == max(len(m["history"]) for m in stack)
     for epoch, row in enumerate(logged):
         mine = [h["val/loss"] for m in stack for h in m["history"] if h["epoch"] == epoch]
@@ -70,6 +82,22 @@ def test_each_member_equals_its_single_run(tmp_path):
     losses = [r["val/loss"] for r in member["history"]]
     assert member["val/loss_best"] == min(losses)
     assert member["best_epoch"] == losses.index(min(losses))
+
+
+def test_ema_members_average_their_own_weights(tmp_path):
+    ema = ["regularizer=[ema,dropout]", "regularizer.ema.decay=0.9"]
+    stack = run_stack(compose_cfg([*TINY, *ema, "seeds=[1,2]"], tmp_path / "stack"))
+    single = run(compose_cfg([*TINY, *ema, "seed=2", "data.split_seed=2"], tmp_path / "single"))
+    assert stack[1]["tested"] == single["tested"] == "final weights"
+    close(stable(stack[1]), stable(single))
+
+
+def test_a_tuning_member_never_touches_the_test_set(tmp_path):
+    tuning = [*TINY, "++trainer.limit_test_batches=0"]
+    stack = run_stack(compose_cfg([*tuning, "seeds=[3]"], tmp_path / "stack"))
+    single = run(compose_cfg([*tuning, "seed=3", "data.split_seed=3"], tmp_path / "single"))
+    assert not [k for k in stack[0] if k.startswith(("test/", "train_eval/"))]
+    close(stable(stack[0]), stable(single))
 
 
 def test_a_diverging_member_fails_alone(tmp_path, monkeypatch):
@@ -91,9 +119,12 @@ def test_a_diverging_member_fails_alone(tmp_path, monkeypatch):
 
 def test_what_cannot_be_stacked_runs_seed_by_seed(tmp_path, capsys):
     out = run_stack(compose_cfg([*TINY, "regularizer=[swa]", "seeds=[1,2]"], tmp_path))
-    assert "regularizer=swa / ema" in capsys.readouterr().out
-    single = run(compose_cfg([*TINY, "regularizer=[swa]", "seed=2", "data.split_seed=2"],
-                             tmp_path / "single"))  # fmt: skip
+    assert "regularizer=swa" in capsys.readouterr().out
+    single = run(
+        compose_cfg(
+            [*TINY, "regularizer=[swa]", "seed=2", "data.split_seed=2"], tmp_path / "single"
+        )
+    )
     written = json.loads((tmp_path / "seed_2" / "metrics.json").read_text())
     assert written["tested"] == "final weights" and "stack_size" not in written
     close(stable(written), stable(json.loads(json.dumps(single))))

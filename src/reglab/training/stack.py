@@ -11,15 +11,18 @@ ordinary callback (Optuna's pruning) reads one number per epoch.
 Per member, as in a single run (``reglab.training.selection``): the best epoch by val/loss (or
 early stopping's monitor) is kept in memory and tested; early stopping freezes the member alone;
 gradient clipping clips the member's own gradient; a non-finite loss freezes it as failed while
-the others go on. Not stacked (one line says so): SWA and EMA (their Lightning callbacks average
-one module), ``execution.steps_per_execution > 1``, checkpoints and resume, a scheduler that
-monitors a metric, more than one device.
+the others go on; EMA keeps one average per member. Not stacked (``not_stackable``; the seeds
+then run one after another as single runs): SWA (Lightning's callback anneals the learning rate
+of one optimizer), ``execution.steps_per_execution > 1``, checkpoints and resume, a scheduler
+that monitors a metric, more than one device, callbacks that act on the whole job.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
@@ -27,11 +30,18 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from reglab.core import names
 from reglab.core.config import to_plain
 from reglab.core.errors import ConfigError
-from reglab.regularizers import EarlyStopping, GradientClipping, cannot_stop_early
+from reglab.regularizers import (
+    EMA,
+    EarlyStopping,
+    GradientClipping,
+    cannot_stop_early,
+    warmup_ema_avg_fn,
+)
 from reglab.training.assemble import build, config_callbacks, quiet_lightning
 from reglab.training.loggers import make_loggers, tracking_callbacks
 from reglab.training.module import Classifier
@@ -58,8 +68,8 @@ def not_stackable(cfg: DictConfig) -> str | None:
     """What in ``cfg`` a stacked job cannot run (its seeds then run one after another), or None."""
     execution = cfg.get("execution") or {}
     reasons = {
-        "regularizer=swa / ema (their Lightning callback averages one module)": any(
-            getattr(t, "final_weights", False) for t in _technique_cfgs(cfg)
+        "regularizer=swa (Lightning's callback averages one module)": any(
+            getattr(t, "final_weights", False) and t is not EMA for t in _technique_cfgs(cfg)
         ),
         "execution.steps_per_execution > 1": execution.get("steps_per_execution", 1) != 1,
         "resume / ckpt_path (a stacked job writes no checkpoints)": bool(
@@ -121,6 +131,8 @@ class Member:
         self.best = Best.of(techniques)
         self.stopper = next((t for t in techniques if isinstance(t, EarlyStopping)), None)
         self.clip = next((t for t in techniques if isinstance(t, GradientClipping)), None)
+        self.ema_technique = next((t for t in techniques if isinstance(t, EMA)), None)
+        self.ema: AveragedModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedulers: list[dict] = []
         self.steps = 0
@@ -143,6 +155,10 @@ class Member:
     # ------------------------------------------------------------------ training
 
     def configure(self) -> None:
+        if self.ema_technique is not None:  # as EMAWeightAveraging's setup: the whole module
+            self.ema = AveragedModel(
+                self.module, use_buffers=True, avg_fn=warmup_ema_avg_fn(self.ema_technique.decay)
+            )
         out = self.module.configure_optimizers()
         if isinstance(out, dict):
             self.optimizer = out["optimizer"]
@@ -172,6 +188,28 @@ class Member:
             )
             return
         self.module.after_step()
+        if self.ema is not None:  # EMAWeightAveraging.on_train_batch_end, after the module's
+            self.ema.update_parameters(self.module)
+
+    def swap_average(self) -> None:
+        """EMAWeightAveraging._swap_models: validation scores the average."""
+        if self.ema is None:
+            return
+        average = itertools.chain(self.ema.module.parameters(), self.ema.module.buffers())
+        current = itertools.chain(self.module.parameters(), self.module.buffers())
+        for a, c in zip(average, current, strict=True):
+            tmp = a.data.clone()
+            a.data.copy_(c.data)
+            c.data.copy_(tmp)
+
+    def end_training(self) -> None:
+        """EMAWeightAveraging.on_train_end: the average becomes the weights tested."""
+        if self.ema is None:
+            return
+        average = itertools.chain(self.ema.module.parameters(), self.ema.module.buffers())
+        current = itertools.chain(self.module.parameters(), self.module.buffers())
+        for a, c in zip(average, current, strict=True):
+            c.data.copy_(a.data)
 
     def _step_schedulers(self, interval: str, count: int) -> None:
         for s in self.schedulers:
@@ -188,8 +226,9 @@ class Member:
         """After the epoch's validation: selection, and early stopping's verdict."""
         self.best.update(float(row[self.best.monitor]), epoch, self.module.model)
         value = float(row[self.best.monitor])
-        if self.stopper is not None and (self.best.wait >= self.stopper.patience or
-                                         not math.isfinite(value)):  # fmt: skip
+        if self.stopper is not None and (
+            self.best.wait >= self.stopper.patience or not math.isfinite(value)
+        ):
             self.stopped = True
 
     def fail(self, error: str) -> None:
@@ -273,13 +312,16 @@ class Stack(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         rows = [m.end_epoch(self.current_epoch) for m in self.members if m.live]
         if rows:
-            self.log_dict({k: sum(float(r[k]) for r in rows) / len(rows)
-                           for k in ("train/loss", "train/acc")})  # fmt: skip
+            self.log_dict(
+                {k: sum(float(r[k]) for r in rows) / len(rows) for k in ("train/loss", "train/acc")}
+            )
         if not any(m.live for m in self.members):
             self.trainer.should_stop = True
 
     def on_validation_epoch_start(self) -> None:
         self._validated = [m for m in self.members if m.live]
+        for m in self._validated:
+            m.swap_average()
 
     def validation_step(self, batch, batch_idx):
         for m, b in zip(self.members, batch, strict=True):
@@ -289,18 +331,22 @@ class Stack(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         rows = []
         for m in self._validated:
+            m.swap_average()
             row = m.module.val_epoch_row(self.trainer.sanity_checking)
             if row:
                 m.validated(row, self.current_epoch)
                 rows.append(row)
         if rows:  # the mean over the members validated: one number for pruning callbacks
-            self.log_dict({k: sum(float(r[k]) for r in rows) / len(rows) for k in MEAN_KEYS},
-                          prog_bar=True)  # fmt: skip
+            self.log_dict(
+                {k: sum(float(r[k]) for r in rows) / len(rows) for k in MEAN_KEYS}, prog_bar=True
+            )
 
 
 def build_stack_trainer(cfg: DictConfig, stack: Stack) -> pl.Trainer:
     """The Trainer of a stacked job: the config's callbacks less checkpoints, its loggers."""
     quiet_lightning()
+    # The members' optimizers are their own (Member.configure), stepped by hand.
+    warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
     named = [
         (k, cb)
         for k, cb in config_callbacks(cfg)
@@ -337,11 +383,17 @@ def summarize(m: Member, wall_time_s: float) -> dict:
     """Member ``m``'s metrics.json entries: the keys a single run writes (less ``describe``)."""
     module = m.module
     if m.error is not None:
-        return {"status": "failed", "error": m.error, "global_step": m.steps,
-                "history": module.history}  # fmt: skip
+        return {
+            "status": "failed",
+            "error": m.error,
+            "global_step": m.steps,
+            "history": module.history,
+        }
     final = any(t.final_weights for t in module.techniques.values())
-    fit_metrics = {k: v for k, v in (module.history[-1] if module.history else {}).items()
-                   if k != "epoch"}  # fmt: skip
+    m.end_training()
+    fit_metrics = {
+        k: v for k, v in (module.history[-1] if module.history else {}).items() if k != "epoch"
+    }
     if not final and m.best.weights is not None:
         module.model.load_state_dict(m.best.weights)
         best_epoch = m.best.epoch
