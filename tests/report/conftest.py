@@ -8,6 +8,7 @@ can be worked out from the constants below.
 """
 
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -84,6 +85,7 @@ CLASSES = 10
 LOOKS = [5, 10]
 DELTA = 0.01
 N_TRIALS = 4
+TUNE_SEEDS = [1001, 1002]  # the tuning splits: each trial has a member on each
 SEEDS = list(range(1, 11))
 BASE_TEST = [0.900, 0.910, 0.920, 0.905, 0.915, 0.895, 0.925, 0.910, 0.900, 0.920]
 BASE_VAL = 0.30  # every baseline seed's val/loss_best
@@ -167,17 +169,18 @@ def write_comparison(sweep: Path) -> Path:
     arms = {"baseline": ([0.0] * len(SEEDS), BASE_VAL, {}, {}), **ARMS}
     for arm, (_, val, params, space) in arms.items():
         tune_stage = "cocktail_tune" if arm == "cocktail" else "tune"
-        for trial in range(N_TRIALS):
-            pruned = trial < PRUNED.get(arm, 0)
+        for trial, split in itertools.product(range(N_TRIALS), TUNE_SEEDS):
+            # A trial trains one member per tuning split; a pruned trial: its first member.
+            pruned = trial < PRUNED.get(arm, 0) and split == TUNE_SEEDS[0]
             tried = {
                 k: v * (2 ** (trial - 1)) if isinstance(v, float) else v for k, v in params.items()
             }
             write_json(
-                sweep / f"{tune_stage}_{arm}_{trial}" / "seed_1001" / "metrics.json",
+                sweep / f"{tune_stage}_{arm}_{trial}" / f"seed_{split}" / "metrics.json",
                 {
                     "status": "ok",
                     "name": arm,
-                    "seed": 1001,
+                    "seed": split,
                     "num_classes": CLASSES,
                     "data": "digits",
                     "model": "mlp",
@@ -215,7 +218,7 @@ def write_comparison(sweep: Path) -> Path:
             write_json(sweep / f"{stage}_{arm}" / f"seed_{seed}" / "metrics.json", data)
     protocol = {
         "metric": "test/acc",
-        "tune_seeds": [1001],
+        "tune_seeds": TUNE_SEEDS,
         "design": {
             "looks": LOOKS,
             "alpha": 0.05,

@@ -6,7 +6,7 @@ from reglab.report import build_report, load_runs, load_sweep
 from reglab.report.runs import compared, tuning_runs
 from reglab.report.tuning import edge, edges
 
-from .conftest import ARMS, DELTA, LOOKS, N_TRIALS, SEEDS, ZCA_KEY, write_run
+from .conftest import ARMS, DELTA, LOOKS, N_TRIALS, SEEDS, TUNE_SEEDS, ZCA_KEY, write_run
 
 
 def test_varying_overrides_split_settings_and_label_knobs(tmp_path):
@@ -42,7 +42,7 @@ def test_stacked_comparison_runs_are_read_recursively_by_arm_and_stage(compariso
     assert set(tested["stage"]) == {"test", "cocktail_test"}
     expected = len(SEEDS) + sum(len(diffs) for diffs, *_ in ARMS.values())
     assert len(tested) == expected
-    assert len(tuning_runs(runs)) == N_TRIALS * len(arms)
+    assert len(tuning_runs(runs)) == N_TRIALS * len(TUNE_SEEDS) * len(arms)
     assert all(r.startswith("test_") or r.startswith("cocktail_test_") for r in tested["run"])
     # The look each seed came in, from the protocol record: seeds beyond the first look are 1.
     dropout = tested[tested["technique"] == "dropout"]

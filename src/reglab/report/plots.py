@@ -28,13 +28,18 @@ from reglab.core.io import atomic_path
 from reglab.core.names import VAL_ACC
 from reglab.core.plan import BASELINE, COCKTAIL, Stage
 from reglab.report.runs import VAL_LOSS_BEST, compared, tuning_runs
-from reglab.report.tuning import short_key
+from reglab.report.tuning import short_key, trials_of
 
 FOREST, ACCURACY, VAL_CURVES = "forest.png", "accuracy.png", "val_curves.png"
 STRENGTH_PLOT, TRAIN_VAL_PLOT = "strength_response.png", "train_val_curves.png"
 PLOTS = (FOREST, ACCURACY, VAL_CURVES, STRENGTH_PLOT, TRAIN_VAL_PLOT)
 TRAIN_ACC = "train/acc"  # in training mode: with dropout, augmentation, noise as trained
-COLORS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
+COLORS = {
+    "better": "tab:green",
+    "worse": "tab:red",
+    "equivalent": "tab:blue",
+    "undecided": "tab:purple",
+}
 
 
 def color(verdict: str) -> str:
@@ -129,8 +134,8 @@ def plot_accuracy(summary: pd.DataFrame, metric: str, ax=None):
         a, b = np.asarray(r["seed_scores"], float), np.asarray(r["seed_base"], float)
         offsets = np.linspace(-0.25, 0.25, len(a)) if len(a) > 1 else np.zeros(len(a))
         for yy, x0, x1 in zip(y + offsets, b, a, strict=True):
-            ax.plot([x0, x1], [yy, yy], color="0.75", linewidth=0.8, zorder=1)
-        ax.scatter(b, y + offsets, s=12, color="0.55", zorder=2)
+            ax.plot([x0, x1], [yy, yy], color="0.8", linewidth=0.8, zorder=1)
+        ax.scatter(b, y + offsets, s=12, color="0.7", zorder=2)
         failed = np.asarray(r["seed_failed"], bool)
         ax.scatter(a[~failed], (y + offsets)[~failed], s=16, color=color(r["verdict"]), zorder=3)
         ax.scatter(a[failed], (y + offsets)[failed], s=28, marker="x", color="tab:red", zorder=3)
@@ -163,7 +168,8 @@ def plot_val_curves(runs: pd.DataFrame, ax=None, metric: str = VAL_ACC):
     """``metric`` per epoch: each arm's mean over its seeds, a band of +-1 std across them."""
     fig, ax = _own_axis(ax)
     per_arm = curves(runs, metric)
-    palette = matplotlib.colormaps["tab20"].colors
+    # Ten distinct colours while they last; tab20's pairs (a colour and its pale twin) beyond.
+    palette = matplotlib.colormaps["tab10" if len(per_arm) <= 10 else "tab20"].colors
     order = sorted(per_arm, key=lambda t: t != BASELINE)  # the baseline first in the legend
     for i, arm in enumerate(order):
         c = per_arm[arm]
@@ -193,25 +199,28 @@ def plot_val_curves(runs: pd.DataFrame, ax=None, metric: str = VAL_ACC):
 
 
 def strength_response(runs: pd.DataFrame, tuned: pd.DataFrame) -> list[dict]:
-    """One panel per (setting, arm, knob) of the tuning stage: each trial's val/loss_best
-    against the knob's value (``points``: x, y, pruned), the ``chosen`` value, the ``space``."""
+    """One panel per (setting, arm, own knob) of the tuning stage: each trial's val/loss_best
+    against the knob's value (``points``: x, y, pruned), the ``chosen`` value, the ``space``.
+    The knobs every arm searched (the baseline's: learning rate, epochs) get no panel."""
     trials = tuning_runs(runs)
     trials = trials[trials["stage"].isin([Stage.TUNE, Stage.SEARCH])]
     panels = []
     for _, row in tuned.iterrows() if len(tuned) else []:
         if row["technique"] in (BASELINE, COCKTAIL):
             continue
+        mine = tuned[tuned["setting"] == row["setting"]]
+        shared = {k for p in mine.loc[mine["technique"] == BASELINE, "params"] for k in p}
         t = trials[
-            (trials["setting"] == row["setting"])
-            & (trials["technique"] == row["technique"])
-            & trials["status"].isin(["ok", "pruned"])
+            (trials["setting"] == row["setting"]) & (trials["technique"] == row["technique"])
         ]
-        for knob in dict.fromkeys(k for p in t["params"] for k in p):
+        per_trial = trials_of(t) if len(t) else pd.DataFrame(columns=["params"])
+        per_trial = per_trial[per_trial["status"].isin(["ok", "pruned"])]
+        for knob in dict.fromkeys(k for p in per_trial["params"] for k in p if k not in shared):
             points = pd.DataFrame(
                 {
-                    "x": [p.get(knob) for p in t["params"]],
-                    "y": pd.to_numeric(t[VAL_LOSS_BEST], errors="coerce").to_numpy(),
-                    "pruned": (t["status"] == "pruned").to_numpy(),
+                    "x": [p.get(knob) for p in per_trial["params"]],
+                    "y": per_trial["score"].to_numpy(float),
+                    "pruned": (per_trial["status"] == "pruned").to_numpy(),
                 }
             ).dropna(subset=["x", "y"])
             if len(points):

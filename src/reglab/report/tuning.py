@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from reglab.core.plan import COCKTAIL, Stage
@@ -62,6 +63,28 @@ def _first_dict(values) -> dict:
     return next((v for v in values if isinstance(v, dict) and v), {})
 
 
+def trials_of(t: pd.DataFrame) -> pd.DataFrame:
+    """One row per tuning trial of an arm (its members: one run per tuning split): ``status``
+    (pruned or failed if any member was), ``objective`` (the members' mean val/loss_best, as the
+    tuning scored it; NaN unless every member finished), ``score`` (the same over the members
+    that have one: a pruned trial's score when stopped, for the plots), ``params``."""
+    # A run without a trial number (a plain search's) is a trial of its own.
+    unnumbered = pd.Series(-1.0 - np.arange(len(t)), index=t.index)
+    trial = pd.to_numeric(t["trial"], errors="coerce").astype(float).fillna(unnumbered)
+    rows = {}
+    for number, members in t.groupby(trial, sort=True):
+        status = set(members["status"])
+        status = "failed" if "failed" in status else "pruned" if "pruned" in status else "ok"
+        values = pd.to_numeric(members[VAL_LOSS_BEST], errors="coerce")
+        rows[number] = {
+            "status": status,
+            "objective": values.mean(skipna=False) if status == "ok" else math.nan,
+            "score": values.mean(),
+            "params": members["params"].iloc[0],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def tuning(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (setting, arm) of a comparison: ``trials`` run in its tuning stage (``pruned``,
     ``failed`` among them), ``val_best`` (the best finished trial's val/loss_best), the tuned
@@ -81,8 +104,9 @@ def tuning(runs: pd.DataFrame) -> pd.DataFrame:
         t = trials[(trials["setting"] == setting) & (trials["technique"] == arm)]
         t = t[t["stage"].isin([stage, Stage.SEARCH])]
         mine = tested[(tested["setting"] == setting) & (tested["technique"] == arm)]
-        score = pd.to_numeric(t.loc[t["status"] == "ok", VAL_LOSS_BEST], errors="coerce").dropna()
-        best = t.loc[score.idxmin()] if len(score) else None
+        per_trial = trials_of(t) if len(t) else pd.DataFrame(columns=["status", "objective"])
+        score = per_trial["objective"].dropna()
+        best = per_trial.loc[score.idxmin()] if len(score) else None
         params = _first_dict(mine["params"]) or (best["params"] if best is not None else {})
         space = _first_dict([*mine["space"], *t["space"]])
         flags = edges(params, space)
@@ -90,9 +114,9 @@ def tuning(runs: pd.DataFrame) -> pd.DataFrame:
             {
                 "setting": setting,
                 "technique": arm,
-                "trials": len(t),
-                "pruned": int((t["status"] == "pruned").sum()),
-                "trials_failed": int((t["status"] == "failed").sum()),
+                "trials": len(per_trial),
+                "pruned": int((per_trial["status"] == "pruned").sum()),
+                "trials_failed": int((per_trial["status"] == "failed").sum()),
                 "val_best": float(score.min()) if len(score) else math.nan,
                 "params": params,
                 "space": space,
