@@ -46,7 +46,7 @@ from reglab.training.assemble import build, config_callbacks, quiet_lightning
 from reglab.training.loggers import make_loggers, tracking_callbacks
 from reglab.training.module import Classifier
 from reglab.training.selection import BEST_EPOCH, VAL_LOSS, VAL_LOSS_BEST, Best, evaluate, test
-from reglab.training.speed import PlainCudaCheck
+from reglab.training.speed import FastSetattr, PlainCudaCheck
 
 MEAN_KEYS = (VAL_LOSS, names.VAL_ACC, names.VAL_ACC_BEST)
 
@@ -267,7 +267,7 @@ class StackBatches:
             ]
 
 
-class Stack(pl.LightningModule):
+class Stack(FastSetattr, pl.LightningModule):
     """The members' Classifiers as one LightningModule, stepped by hand."""
 
     automatic_optimization = False
