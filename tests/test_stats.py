@@ -325,3 +325,14 @@ def test_next_seeds_asks_for_the_next_look_of_undecided_arms_only():
     if verdicts["done"].verdict == "undecided":
         assert verdicts["done"].n == 30  # at the last look: no more seeds
     assert next_seeds(verdicts, DESIGN) == expected
+
+
+def test_a_constant_difference_logged_as_float32_is_still_constant():
+    """One image of 450 on every seed, through float32 (as metrics.json holds accuracies): the
+    differences vary by ~4e-8, which is rounding, not variance, so the exact test decides."""
+    correct = np.array([300, 301, 300])  # of 450 test images
+    arm, base = np.float32((correct + 1) / 450), np.float32(correct / 450)
+    diffs = arm.astype(float) - base.astype(float)
+    assert np.ptp(diffs) > 0  # not exactly constant
+    out = paired_test(diffs, 0.05)
+    assert out["test"] == "exact sign-flip" and out["p_value"] == pytest.approx(0.25)

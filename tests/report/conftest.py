@@ -7,10 +7,8 @@ Protocol), with numbers chosen so that each arm's verdict is clear-cut and every
 can be worked out from the constants below.
 """
 
-import importlib.util
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,12 +17,6 @@ import yaml
 from nbclient import NotebookClient
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
-STANDIN = Path(__file__).with_name("stats_standin.py")
-HAS_STATS = importlib.util.find_spec("reglab.stats") is not None
-if not HAS_STATS:  # until reglab.stats lands: its API, from a small stand-in
-    spec = importlib.util.spec_from_file_location("reglab.stats", STANDIN)
-    sys.modules["reglab.stats"] = module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
 
 BASE = [0.90, 0.92, 0.94]
 L2 = [0.96, 0.97, 0.98]
@@ -242,16 +234,6 @@ def run_notebook(sweep: Path, tmp_path: Path, monkeypatch) -> tuple[list, str]:
     Fails if any cell raised."""
     monkeypatch.setenv("REGLAB_REPORT_DIR", str(sweep))
     nb = nbformat.read(ROOT_DIR / "notebooks" / "compare_techniques.ipynb", as_version=4)
-    if not HAS_STATS:  # the kernel is a process of its own: it gets the stand-in too
-        nb.cells.insert(
-            0,
-            nbformat.v4.new_code_cell(
-                "import importlib.util, sys\n"
-                f"spec = importlib.util.spec_from_file_location('reglab.stats', {str(STANDIN)!r})\n"
-                "sys.modules['reglab.stats'] = m = importlib.util.module_from_spec(spec)\n"
-                "spec.loader.exec_module(m)"
-            ),
-        )
     client = NotebookClient(
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
