@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reglab.report.build import build_report, write_report
-from reglab.report.cli import main  # console scripts installed before the split import it here
 from reglab.report.ensemble import load_ensemble, write_ensemble
 from reglab.report.plots import (
     plot_accuracy,
@@ -59,7 +58,6 @@ __all__ = [
     "load_ensemble",
     "load_runs",
     "load_sweep",
-    "main",
     "paired_differences",
     "plot_accuracy",
     "plot_all",
