@@ -411,9 +411,12 @@ def test_ema_tests_the_moving_average_of_the_step_weights(spy, tmp_path):
         tmp_path,
     )  # fmt: skip
     assert s["tested"] == "final weights"
+    # The decay warms up as TF's ExponentialMovingAverage: min(decay, (1 + n) / (10 + n)) at the
+    # n-th average after the first step's copy.
     ema = spy.after_batch[0]
-    for ws in spy.after_batch[1:]:
-        ema = [decay * e + (1 - decay) * w for e, w in zip(ema, ws, strict=True)]
+    for n, ws in enumerate(spy.after_batch[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        ema = [d * e + (1 - d) * w for e, w in zip(ema, ws, strict=True)]
     assert allclose(spy.tested, ema, atol=1e-6)
     assert not allclose(spy.tested, spy.after_batch[-1], atol=1e-4)
 
