@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -51,6 +52,10 @@ def launch_dir() -> str:
     ``logs/`` into the run folder."""
     return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
 
+
+# Hydra instantiates the sweeper's sampler before any reglab code runs: QMCSampler is
+# "experimental" in Optuna's sense only, and its warning would open every comparison.
+warnings.filterwarnings("ignore", message=r".* is experimental \(supported from")
 
 if not OmegaConf.has_resolver("reglab_root"):
     OmegaConf.register_new_resolver("reglab_root", launch_dir)

@@ -18,7 +18,7 @@ SEARCH = [
     "trainer.max_epochs=2",
     "data.train_subset=50",
 ]
-LR = "hydra.sweeper.search={optimizer:{lr:{type:float,low:1e-4,high:1e-2,log:true}}}"
+LR = "+hydra.sweeper.search.optimizer={lr:{type:float,low:1e-4,high:1e-2,log:true}}"
 
 
 def results(log_dir: Path) -> list[dict]:

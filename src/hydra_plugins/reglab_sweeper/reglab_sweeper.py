@@ -12,7 +12,6 @@ hydra-optuna-sweeper would be the obvious choice, but it pins optuna < 3 and SQL
 this is the thin layer over current Optuna that replaces it.
 """
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +23,6 @@ from omegaconf import MISSING, DictConfig
 
 from reglab.core.paths import CONF_DIR
 from reglab.core.plan import BASELINE, Protocol
-
-# Hydra instantiates the sampler with the sweeper: QMCSampler is "experimental" in Optuna's sense
-# only, and its warning would be printed by every sweep.
-warnings.filterwarnings("ignore", message=r".* is experimental \(supported from")
 
 
 # Samplers and pruners are options of their own groups, as in Hydra's Optuna plugin:
