@@ -276,6 +276,7 @@ class Stack(FastSetattr, pl.LightningModule):
         super().__init__()
         self.members = members
         self.member_modules = nn.ModuleList([m.module for m in members])
+        self._training: list[Member] = []  # the members that train in the running epoch
         self._validated: list[Member] = []
 
     def train_dataloader(self):
@@ -309,8 +310,13 @@ class Stack(FastSetattr, pl.LightningModule):
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         progress.increment_ready(), progress.increment_completed()  # global_step, max_steps
 
+    def on_train_epoch_start(self) -> None:
+        self._training = [m for m in self.members if m.live]
+
     def on_train_epoch_end(self) -> None:
-        rows = [m.end_epoch(self.current_epoch) for m in self.members if m.live]
+        # Members early stopping froze in this epoch's validation end it, as a single run does.
+        trained = [m for m in self._training if m.error is None]
+        rows = [m.end_epoch(self.current_epoch) for m in trained]
         if rows:
             self.log_dict(
                 {k: sum(float(r[k]) for r in rows) / len(rows) for k in ("train/loss", "train/acc")}
