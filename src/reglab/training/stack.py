@@ -352,7 +352,7 @@ def build_stack_trainer(cfg: DictConfig, stack: Stack) -> pl.Trainer:
     """The Trainer of a stacked job: the config's callbacks less checkpoints, its loggers."""
     quiet_lightning()
     # The members' optimizers are their own (Member.configure), stepped by hand.
-    warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
+    warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`.*")
     named = [
         (k, cb)
         for k, cb in config_callbacks(cfg)
