@@ -39,7 +39,6 @@ from reglab.regularizers import (
     EMA,
     EarlyStopping,
     GradientClipping,
-    cannot_stop_early,
     warmup_ema_avg_fn,
 )
 from reglab.training.assemble import build, config_callbacks, quiet_lightning
@@ -364,9 +363,6 @@ def build_stack_trainer(cfg: DictConfig, stack: Stack) -> pl.Trainer:
         kwargs = t.trainer_kwargs(kwargs)  # the techniques' own checks and warnings
     for key in ("gradient_clip_val", "gradient_clip_algorithm"):  # per member (Member.step)
         kwargs.pop(key, None)
-    stopper = stack.members[0].stopper
-    if stopper is not None:
-        cannot_stop_early("regularizer.early_stopping.patience", stopper.patience, kwargs)
     loggers = make_loggers(cfg)
     kwargs.update(enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False)
     try:
