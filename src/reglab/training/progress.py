@@ -23,10 +23,12 @@ class RichProgressBar(pl.callbacks.RichProgressBar):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.monotonic()
+        # The first and last batch of an epoch always update: rich computes it/s from two
+        # samples at least, and an epoch shorter than update_interval showed 0.00it/s.
         if (
             now < self._next_update
             and self.train_progress_bar_id is not None
-            and batch_idx + 1 < self.total_train_batches
+            and 0 < batch_idx < self.total_train_batches - 1
         ):
             return
         self._next_update = now + self.update_interval
