@@ -4,6 +4,9 @@ same table as one never interrupted."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -12,6 +15,7 @@ import pytest
 from reglab.core.plan import BASELINE, COCKTAIL, USE
 
 from ..conftest import cli, kill_when, popen_train
+from ..test_dashboards import free_port, get_json
 
 ARMS = ["l2", "batch_norm"]
 LOOKS = [2, 4]
@@ -30,6 +34,21 @@ COMMAND = [
     "hydra.sweeper.protocol.shared.trainer.max_epochs={type:int,low:2,high:3}",
     "data.train_subset=50",
 ]
+
+
+def dashboard_studies(db: Path) -> list[str]:
+    """The study names optuna-dashboard lists for ``db``, asked on localhost."""
+    port = free_port()
+    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    assert exe, "optuna-dashboard is not installed: pip install -e '.[dev]'"
+    command = [exe, "--host", "127.0.0.1", "--port", str(port), "--quiet", f"sqlite:///{db}"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        listed = get_json(f"http://127.0.0.1:{port}/api/studies", proc=proc)["study_summaries"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return [s["study_name"] for s in listed]
 
 
 def runs(sweep: Path) -> list[dict]:
@@ -94,6 +113,12 @@ def test_tiny_comparison_end_to_end(tmp_path):
     assert max(len(line) for line in (r.stderr + r.stdout).splitlines()) <= 200
     assert "#0 :" in (sweep / "sweep.log").read_text()
     assert (sweep / "report.md").is_file()
+
+    # optuna-dashboard opens the comparison's own storage: one study per arm and stage.
+    studies = dashboard_studies(tmp_path / "optuna" / "optuna.db")
+    assert {f"tune/{a}" for a in [BASELINE, *ARMS]} | {"cocktail_tune", f"test/{BASELINE}"} <= {
+        name.partition("/")[2] for name in studies
+    }
 
     # The same command again: nothing to do, the same folder.
     again = cli("reglab-train", *COMMAND, f"paths.log_dir={tmp_path}")
