@@ -82,8 +82,14 @@ def popen_train(*overrides: str) -> subprocess.Popen:
     PYTHONPATH holds the repository, so configs may name classes of tests/ (callbacks)."""
     exe = Path(sys.executable).parent / "reglab-train"
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT_DIR)}
-    return subprocess.Popen([str(exe), *overrides], cwd=ROOT_DIR, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [str(exe), *overrides],
+        cwd=ROOT_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
@@ -202,8 +208,14 @@ def read_wandb_run(run_dir: Path) -> dict:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             r = rec.run
-            out["run"] = {"name": r.display_name, "group": r.run_group, "job_type": r.job_type,
-                          "tags": list(r.tags), "project": r.project, "notes": r.notes}  # fmt: skip
+            out["run"] = {
+                "name": r.display_name,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "tags": list(r.tags),
+                "project": r.project,
+                "notes": r.notes,
+            }
         elif kind == "files":
             out["files"] += [f.path for f in rec.files.files]
         elif kind == "config":

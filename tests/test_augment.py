@@ -156,9 +156,13 @@ def test_zca_fitted_once_on_training_split_and_carried_by_checkpoint(tmp_path):
     cfg = compose_cfg(["debug=fast", "augmentation=[zca]", "augmentation.zca.eps=1e-2"], tmp_path)
     dm, model = build(cfg)
     trainer = pl.Trainer(
-        fast_dev_run=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        fast_dev_run=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     zca = model.augment.steps["zca"].zca
     assert zca.fitted and zca.transform_matrix.shape == (64, 64)
@@ -183,9 +187,17 @@ def test_zca_before_fit_is_a_clear_error():
 
 @pytest.mark.parametrize(
     ("data", "warns"),
-    [("digits", True), ("mnist", True), ("emnist", True), ("kmnist", True), ("svhn", True),
-     ("fashion_mnist", False), ("cifar10", False), ("cifar100", False)],
-)  # fmt: skip
+    [
+        ("digits", True),
+        ("mnist", True),
+        ("emnist", True),
+        ("kmnist", True),
+        ("svhn", True),
+        ("fashion_mnist", False),
+        ("cifar10", False),
+        ("cifar100", False),
+    ],
+)
 def test_flip_warns_where_the_data_says_it_is_not_mirror_safe(data, warns):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -222,8 +234,12 @@ def test_augmentations_and_batch_techniques_share_one_hook_in_order():
     x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
     x[:, :, 0, 0] = 255
     clf.step_loss(x, torch.arange(4))
-    assert log == [("pixels", 0.0, 1.0, False), ("zca_like", -2.0, 2.0, False),
-                   ("mix", -2.0, 2.0, False), ("noise", -2.0, 2.0, False)]  # fmt: skip
+    assert log == [
+        ("pixels", 0.0, 1.0, False),
+        ("zca_like", -2.0, 2.0, False),
+        ("mix", -2.0, 2.0, False),
+        ("noise", -2.0, 2.0, False),
+    ]
     log.clear()
     clf.prepare(x, train=True)  # inputs only (for display): the target-mixing hook is skipped
     assert [entry[0] for entry in log] == ["pixels", "zca_like", "noise"]
@@ -265,6 +281,14 @@ def test_bad_knobs_are_one_line_config_errors(override, key, tmp_path):
 def test_zca_with_weight_averaging(tmp_path, averaging):
     """EMA's and SWA's averaged copy is made before ZCA is fitted; both must hold the same
     buffers, or swapping them fails (found by the comparison's cocktail stage)."""
-    s = train(["trainer.max_epochs=4", "callbacks=none", "logger=csv", f"regularizer=[batch_norm,{averaging}]",
-               "augmentation=[zca]"], tmp_path)  # fmt: skip
+    s = train(
+        [
+            "trainer.max_epochs=4",
+            "callbacks=none",
+            "logger=csv",
+            f"regularizer=[batch_norm,{averaging}]",
+            "augmentation=[zca]",
+        ],
+        tmp_path,
+    )
     assert s["status"] == "ok" and s["test/acc"] > 0.3

@@ -65,8 +65,15 @@ def test_cli_eval_writes_metrics(two_checkpoints, tmp_path):
 def test_eval_scores_a_checkpoint_like_training_did(tmp_path, tta):
     """One prediction path: reglab-eval on the tested checkpoint gives the test scores that
     trainer.test wrote into metrics.json, test-time augmentation included."""
-    s = train(["trainer.max_epochs=2", "callbacks=default", f"execution.tta={str(tta).lower()}",
-               "model.widths=[32]"], tmp_path)  # fmt: skip
+    s = train(
+        [
+            "trainer.max_epochs=2",
+            "callbacks=default",
+            f"execution.tta={str(tta).lower()}",
+            "model.widths=[32]",
+        ],
+        tmp_path,
+    )
     member = evaluate([s["best_checkpoint"]])["members"][s["best_checkpoint"]]
     for key in ("test/acc", "test/loss", "test/ece"):
         assert member[key] == pytest.approx(s[key], abs=1e-6), key

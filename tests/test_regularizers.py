@@ -321,10 +321,14 @@ def test_small_model_has_fewer_parameters(model, tmp_path):
 
 def test_stochastic_depth_drops_residual_branches_in_training_only(tmp_path):
     _, clf = classifier(
-        ["model=resnet18", "model.width=4", "regularizer=[stochastic_depth]",
-         "regularizer.stochastic_depth.p=0.5"],
+        [
+            "model=resnet18",
+            "model.width=4",
+            "regularizer=[stochastic_depth]",
+            "regularizer.stochastic_depth.p=0.5",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     drops = [m for m in clf.model.modules() if isinstance(m, DropPath)]
     # 8 blocks, rates rising linearly from 0 (no layer) to p for the last.
     assert [round(d.p, 4) for d in drops] == [round(0.5 * i / 7, 4) for i in range(1, 8)]
@@ -371,30 +375,45 @@ def test_gradient_clipping_bounds_the_gradient_norm(spy, tmp_path):
     assert max(spy.grad_norms) > 0.1  # so the bound below is a real constraint
     spy.grad_norms.clear()
     train(
-        [*RUN, "trainer.max_epochs=2", "regularizer=[gradient_clipping]",
-         "regularizer.gradient_clipping.value=0.1"],
+        [
+            *RUN,
+            "trainer.max_epochs=2",
+            "regularizer=[gradient_clipping]",
+            "regularizer.gradient_clipping.value=0.1",
+        ],
         tmp_path / "clip",
-    )  # fmt: skip
+    )
     assert len(spy.grad_norms) == 2 and max(spy.grad_norms) <= 0.1 * (1 + 1e-4)
 
 
 def test_early_stopping_stops_on_a_plateau_and_tests_the_best_checkpoint(tmp_path):
     # A learning rate this small cannot move val/acc: a plateau from the first epoch.
     s = train(
-        [*RUN, "callbacks=model_checkpoint", "trainer.max_epochs=10", "optimizer.lr=1e-12",
-         "regularizer=[early_stopping]", "regularizer.early_stopping.patience=2"],
+        [
+            *RUN,
+            "callbacks=model_checkpoint",
+            "trainer.max_epochs=10",
+            "optimizer.lr=1e-12",
+            "regularizer=[early_stopping]",
+            "regularizer.early_stopping.patience=2",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     assert s["epochs_trained"] < 10 and len(s["history"]) == 3  # epoch 0, then 2 without gain
     assert s["tested"] == "best checkpoint" and s["best_checkpoint"].endswith("epoch_000.ckpt")
 
 
 def test_swa_tests_the_average_of_the_epoch_weights(spy, tmp_path):
     s = train(
-        [*RUN, "callbacks=model_checkpoint", "trainer.max_epochs=4", "regularizer=[swa]",
-         "regularizer.swa.epoch_start=2"],
+        [
+            *RUN,
+            "callbacks=model_checkpoint",
+            "trainer.max_epochs=4",
+            "regularizer=[swa]",
+            "regularizer.swa.epoch_start=2",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     assert s["tested"] == "final weights"
     # Lightning averages the weights held at the start of epochs epoch_start - 1 .. the last.
     snaps = spy.epoch_start[1:]
@@ -406,10 +425,15 @@ def test_swa_tests_the_average_of_the_epoch_weights(spy, tmp_path):
 def test_ema_tests_the_moving_average_of_the_step_weights(spy, tmp_path):
     decay = 0.7
     s = train(
-        [*RUN, "callbacks=model_checkpoint", "trainer.max_epochs=3", "regularizer=[ema]",
-         f"regularizer.ema.decay={decay}"],
+        [
+            *RUN,
+            "callbacks=model_checkpoint",
+            "trainer.max_epochs=3",
+            "regularizer=[ema]",
+            f"regularizer.ema.decay={decay}",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     assert s["tested"] == "final weights"
     # The decay warms up as TF's ExponentialMovingAverage: min(decay, (1 + n) / (10 + n)) at the
     # n-th average after the first step's copy.

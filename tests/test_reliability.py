@@ -77,19 +77,27 @@ def digits_ckpt(tmp_path_factory) -> Path:
 
 
 BAD = [
-    (["regularizer=dropout", "regularizer.dropout.input_p=-0.1"],
-     "regularizer.dropout.input_p=-0.1 must be a number in [0, 1)"),
-    (["regularizer=activation_noise", "regularizer.activation_noise.std=-1"],
-     "regularizer.activation_noise.std=-1 must be a number >= 0"),
+    (
+        ["regularizer=dropout", "regularizer.dropout.input_p=-0.1"],
+        "regularizer.dropout.input_p=-0.1 must be a number in [0, 1)",
+    ),
+    (
+        ["regularizer=activation_noise", "regularizer.activation_noise.std=-1"],
+        "regularizer.activation_noise.std=-1 must be a number >= 0",
+    ),
     (["regularizer=dropout", "regularizer.dropout.p=1.2"], "regularizer.dropout.p=1.2"),
-    (["regularizer=gaussian_noise", "regularizer.gaussian_noise.std=-1"],
-     "regularizer.gaussian_noise.std=-1"),
+    (
+        ["regularizer=gaussian_noise", "regularizer.gaussian_noise.std=-1"],
+        "regularizer.gaussian_noise.std=-1",
+    ),
     (["regularizer=l2", "regularizer.l2.strength=-1"], "regularizer.l2.strength=-1"),
     (["regularizer=l1", "regularizer.l1.strength=-0.5"], "regularizer.l1.strength=-0.5"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be a number > 0"),
     (["optimizer.lr=0"], "optimizer.lr=0 must be a number > 0"),
-    (["regularizer=weight_decay", "regularizer.weight_decay.strength=-0.01"],
-     "regularizer.weight_decay.strength=-0.01 must be a number >= 0"),
+    (
+        ["regularizer=weight_decay", "regularizer.weight_decay.strength=-0.01"],
+        "regularizer.weight_decay.strength=-0.01 must be a number >= 0",
+    ),
     (["data.train_subset=5"], "data.train_subset=5 is smaller than the 10 classes"),
     (["data.train_subset=100000"], "data.train_subset=100000 is larger than the 1212"),
     (["data.num_folds=5", "data.fold=5"], "data.fold=5 must be an integer in [0, 4]"),
@@ -100,12 +108,18 @@ BAD = [
     (["data.batch_size=-8"], "data.batch_size=-8 must be an integer > 0"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer > 0"),
     (["trainer.max_epochs=-3"], "trainer.max_epochs=-3 must be an integer > 0"),
-    (["regularizer=stochastic_depth"],
-     "regularizer=stochastic_depth: model mlp has no residual blocks"),
-    (["model=cnn", "regularizer=stochastic_depth"],
-     "regularizer=stochastic_depth: model cnn has no residual blocks"),
-    (["model=torchvision_resnet18", "regularizer=batch_norm"],
-     "regularizer=batch_norm: model torchvision_resnet18 has no hidden Linear/Conv layer"),
+    (
+        ["regularizer=stochastic_depth"],
+        "regularizer=stochastic_depth: model mlp has no residual blocks",
+    ),
+    (
+        ["model=cnn", "regularizer=stochastic_depth"],
+        "regularizer=stochastic_depth: model cnn has no residual blocks",
+    ),
+    (
+        ["model=torchvision_resnet18", "regularizer=batch_norm"],
+        "regularizer=batch_norm: model torchvision_resnet18 has no hidden Linear/Conv layer",
+    ),
     (["data.batch_size=abc"], "data.batch_size='abc' must be an integer"),
     (["optimizer.lr=fast"], "optimizer.lr='fast' must be a number"),
     (["trainer.max_epochs=ten"], "trainer.max_epochs='ten' must be an integer > 0"),
@@ -114,20 +128,33 @@ BAD = [
     (["data.eval_batch_size=0"], "data.eval_batch_size=0 must be an integer > 0"),
     # Batch norm's training statistics need two examples; Lightning's traceback named neither.
     (["model=resnet18", "data.batch_size=1"], "data.batch_size=1: model=resnet18 has batch norm"),
-    (["regularizer=batch_norm", "data.batch_size=1"], "data.batch_size=1: model=mlp has batch norm"),
+    (
+        ["regularizer=batch_norm", "data.batch_size=1"],
+        "data.batch_size=1: model=mlp has batch norm",
+    ),
     # Techniques that cannot act at these settings: SWA would test untrained weights.
-    (["regularizer=[swa]", "trainer.max_epochs=1"],
-     "regularizer=[swa] with trainer.max_epochs=1 would test the untrained initial weights"),
-    (["regularizer=[swa]", "trainer.max_epochs=4", "regularizer.swa.epoch_start=1"],
-     "regularizer.swa.epoch_start=1 makes SWA average the untrained initial weights in"),
-    (["regularizer=[swa]", "trainer.max_epochs=3", "regularizer.swa.epoch_start=5"],
-     "regularizer.swa.epoch_start=5 is past the last epoch of trainer.max_epochs=3"),
-    (["regularizer=[swa]", "trainer.max_epochs=-1", "+trainer.max_steps=50"],
-     "regularizer.swa.epoch_start=0.8 is a fraction of trainer.max_epochs"),
+    (
+        ["regularizer=[swa]", "trainer.max_epochs=1"],
+        "regularizer=[swa] with trainer.max_epochs=1 would test the untrained initial weights",
+    ),
+    (
+        ["regularizer=[swa]", "trainer.max_epochs=4", "regularizer.swa.epoch_start=1"],
+        "regularizer.swa.epoch_start=1 makes SWA average the untrained initial weights in",
+    ),
+    (
+        ["regularizer=[swa]", "trainer.max_epochs=3", "regularizer.swa.epoch_start=5"],
+        "regularizer.swa.epoch_start=5 is past the last epoch of trainer.max_epochs=3",
+    ),
+    (
+        ["regularizer=[swa]", "trainer.max_epochs=-1", "+trainer.max_steps=50"],
+        "regularizer.swa.epoch_start=0.8 is a fraction of trainer.max_epochs",
+    ),
     # A monitor no metric answers: Lightning stopped with a traceback after the first epoch.
-    (["regularizer=early_stopping", "regularizer.early_stopping.monitor=val/accuracy"],
-     "regularizer.early_stopping.monitor=val/accuracy is not a metric a run logs"),
-]  # fmt: skip
+    (
+        ["regularizer=early_stopping", "regularizer.early_stopping.monitor=val/accuracy"],
+        "regularizer.early_stopping.monitor=val/accuracy is not a metric a run logs",
+    ),
+]
 
 
 @pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])
@@ -140,20 +167,32 @@ def test_bad_input_is_refused_before_training(overrides, message, tmp_path, no_f
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [(["callbacks.model_checkpoint.monitor=val/accuracy"],
-      "callbacks.model_checkpoint.monitor=val/accuracy is not a metric a run logs; choose from"),
-     (["callbacks.mid_epoch_checkpoint.every_n_train_steps=10"],
-      "callbacks.mid_epoch_checkpoint: every_n_train_steps=10 and train_time_interval=0:05:00 "
-      "are both set"),
-     (["callbacks.model_checkpoint.mode=maximum"], "callbacks.model_checkpoint: "),
-     (["+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping",
-       "+callbacks.early_stopping.monitor=train/accuracy"],
-      "callbacks.early_stopping.monitor=train/accuracy is not a metric")],
-)  # fmt: skip
+    [
+        (
+            ["callbacks.model_checkpoint.monitor=val/accuracy"],
+            "callbacks.model_checkpoint.monitor=val/accuracy is not a metric a run logs; choose from",
+        ),
+        (
+            ["callbacks.mid_epoch_checkpoint.every_n_train_steps=10"],
+            "callbacks.mid_epoch_checkpoint: every_n_train_steps=10 and train_time_interval=0:05:00 "
+            "are both set",
+        ),
+        (["callbacks.model_checkpoint.mode=maximum"], "callbacks.model_checkpoint: "),
+        (
+            [
+                "+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping",
+                "+callbacks.early_stopping.monitor=train/accuracy",
+            ],
+            "callbacks.early_stopping.monitor=train/accuracy is not a metric",
+        ),
+    ],
+)
 def test_bad_callback_settings_name_the_key(overrides, message, tmp_path, no_fit):
     with pytest.raises(ConfigError) as e:
-        train(["trainer.max_epochs=2", "callbacks=model_checkpoint", "logger=csv", *overrides],
-              tmp_path)  # fmt: skip
+        train(
+            ["trainer.max_epochs=2", "callbacks=model_checkpoint", "logger=csv", *overrides],
+            tmp_path,
+        )
     text = str(e.value)
     assert message in text and "\n" not in text, text
 
@@ -167,10 +206,18 @@ def test_metrics_a_callback_may_monitor_are_the_ones_a_run_logs(digits_ckpt):
 
 @pytest.mark.parametrize(
     "probe,message",
-    [(["model=resnet18", "data.batch_size=1"], "data.batch_size=1: model=resnet18 has batch norm"),
-     (["data.eval_batch_size=0"], "data.eval_batch_size=0 must be an integer > 0"),
-     (["regularizer=[swa]", "trainer.max_epochs=1"], "regularizer=[swa] with trainer.max_epochs=1")],
-)  # fmt: skip
+    [
+        (
+            ["model=resnet18", "data.batch_size=1"],
+            "data.batch_size=1: model=resnet18 has batch norm",
+        ),
+        (["data.eval_batch_size=0"], "data.eval_batch_size=0 must be an integer > 0"),
+        (
+            ["regularizer=[swa]", "trainer.max_epochs=1"],
+            "regularizer=[swa] with trainer.max_epochs=1",
+        ),
+    ],
+)
 def test_cli_probes_of_the_issue_are_one_line(probe, message, tmp_path):
     """The bad inputs found by trying reglab as a new user: one line and exit 2, no traceback."""
     r = cli("reglab-train", *probe, f"paths.log_dir={tmp_path}")
@@ -192,20 +239,41 @@ def _trainer_warnings(overrides: list[str], tmp_path: Path, capsys) -> list[str]
 
 @pytest.mark.parametrize(
     "overrides,expected",
-    [(["regularizer=early_stopping", "regularizer.early_stopping.patience=5",
-       "trainer.max_epochs=5"],
-      "regularizer.early_stopping.patience=5 with trainer.max_epochs=5: early stopping cannot "
-      "end the run early"),
-     (["regularizer=early_stopping", "regularizer.early_stopping.patience=2",
-       "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=2"],
-      "regularizer.early_stopping.patience=2 with trainer.max_epochs=6"),
-     (["regularizer=[swa,early_stopping]", "trainer.max_epochs=10"],
-      "regularizer.swa with regularizer.early_stopping: if early stopping ends the run"),
-     (["regularizer=early_stopping", "regularizer.early_stopping.patience=2",
-       "trainer.max_epochs=4"], None),
-     (["regularizer=[swa]", "trainer.max_epochs=3"], None)],
+    [
+        (
+            [
+                "regularizer=early_stopping",
+                "regularizer.early_stopping.patience=5",
+                "trainer.max_epochs=5",
+            ],
+            "regularizer.early_stopping.patience=5 with trainer.max_epochs=5: early stopping cannot "
+            "end the run early",
+        ),
+        (
+            [
+                "regularizer=early_stopping",
+                "regularizer.early_stopping.patience=2",
+                "trainer.max_epochs=6",
+                "trainer.check_val_every_n_epoch=2",
+            ],
+            "regularizer.early_stopping.patience=2 with trainer.max_epochs=6",
+        ),
+        (
+            ["regularizer=[swa,early_stopping]", "trainer.max_epochs=10"],
+            "regularizer.swa with regularizer.early_stopping: if early stopping ends the run",
+        ),
+        (
+            [
+                "regularizer=early_stopping",
+                "regularizer.early_stopping.patience=2",
+                "trainer.max_epochs=4",
+            ],
+            None,
+        ),
+        (["regularizer=[swa]", "trainer.max_epochs=3"], None),
+    ],
     ids=["patience>=epochs", "val-every-2", "swa+early_stopping", "fine", "swa-fine"],
-)  # fmt: skip
+)
 def test_techniques_that_cannot_act_warn_in_one_line(overrides, expected, tmp_path, capsys):
     lines = _trainer_warnings(["callbacks=none", *overrides], tmp_path, capsys)
     if expected is None:
@@ -234,11 +302,13 @@ def test_cli_unknown_technique_in_a_list_is_one_line(tmp_path):
 
 @pytest.mark.parametrize(
     "override,message",
-    [("data=mnist_typo", "data=mnist_typo is not an option; choose from ['cifar10', "),
-     ("model=vit", "model=vit is not an option; choose from ["),
-     ("augmentation=[nosuch]", "augmentation=nosuch is not an option"),
-     ("+experiment=nosuch", "experiment=nosuch is not an option")],
-)  # fmt: skip
+    [
+        ("data=mnist_typo", "data=mnist_typo is not an option; choose from ['cifar10', "),
+        ("model=vit", "model=vit is not an option; choose from ["),
+        ("augmentation=[nosuch]", "augmentation=nosuch is not an option"),
+        ("+experiment=nosuch", "experiment=nosuch is not an option"),
+    ],
+)
 def test_unknown_dataset_model_or_technique_names_the_options(override, message):
     with pytest.raises(ConfigError) as e:
         check_group_choices(["seed=1", override])
@@ -257,8 +327,13 @@ def test_cli_truncated_dataset_file_is_named(tmp_path):
     write_idx_dataset(data / "MNIST" / "raw", n_train=100, n_test=50)
     bad = data / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
     bad.write_bytes(bad.read_bytes()[:200])
-    r = cli("reglab-train", "data=mnist", f"paths.data_dir={data}", "data.download=false",
-            f"paths.log_dir={tmp_path / 'logs'}")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "data=mnist",
+        f"paths.data_dir={data}",
+        "data.download=false",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert_one_line_error(r, str(bad), "delete it")
 
 
@@ -288,8 +363,14 @@ def test_checkpoint_of_another_network_shape_is_refused(digits_ckpt, tmp_path, n
 
 
 def test_divergence_stops_at_once_and_is_recorded(tmp_path):
-    r = cli("reglab-train", "optimizer=sgd", "optimizer.lr=1e10", "trainer.max_epochs=5",
-            "callbacks=none", f"paths.log_dir={tmp_path}")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "optimizer=sgd",
+        "optimizer.lr=1e10",
+        "trainer.max_epochs=5",
+        "callbacks=none",
+        f"paths.log_dir={tmp_path}",
+    )
     line = assert_one_line_error(r, "loss became", "lower optimizer.lr")
     (saved,) = tmp_path.glob("runs/*/metrics.json")
     record = json.loads(saved.read_text())
@@ -367,8 +448,13 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
-    args = ["trainer.max_epochs=2", "callbacks=default", "logger=csv", "regularizer=dropout",
-            "scheduler=cosine"]  # fmt: skip
+    args = [
+        "trainer.max_epochs=2",
+        "callbacks=default",
+        "logger=csv",
+        "regularizer=dropout",
+        "scheduler=cosine",
+    ]
     first = train([*args, "seed=7"], tmp_path / "a")
     second = train([*args, "seed=7"], tmp_path / "b")
     other = train([*args, "seed=8"], tmp_path / "c")
@@ -405,8 +491,15 @@ def test_previous_run_is_the_newest_with_the_same_overrides(tmp_path):
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     # Dropout and a cosine schedule: equal results need the RNG and scheduler states restored,
     # not only the weights; the batch order follows (seed, epoch).
-    args = ["trainer.max_epochs=4", "data.batch_size=64", "regularizer=dropout", "seed=3",
-            "scheduler=cosine", "callbacks=model_checkpoint", "logger=csv"]  # fmt: skip
+    args = [
+        "trainer.max_epochs=4",
+        "data.batch_size=64",
+        "regularizer=dropout",
+        "seed=3",
+        "scheduler=cosine",
+        "callbacks=model_checkpoint",
+        "logger=csv",
+    ]
     reference = train(args, tmp_path / "reference")
 
     logs = tmp_path / "logs"
@@ -431,8 +524,10 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
 def test_new_dir_gives_each_of_many_processes_a_folder_of_its_own(tmp_path):
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00_baseline")
     claim = f"from reglab.core.io import make_new_dir; print(make_new_dir({base!r}))"
-    procs = [subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True)
-             for _ in range(4)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     got = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert got == sorted([base, f"{base}_2", f"{base}_3", f"{base}_4"])
     made = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -465,10 +560,18 @@ def test_two_runs_started_together_both_finish_in_folders_of_their_own(tmp_path)
     # for one name outright, so they always collide (the default goes through the same
     # reglab_new_dir: test_run_and_sweep_folders_are_made_once_per_config).
     name = "${reglab_new_dir:${paths.log_dir}/runs/same_second_baseline}"
-    procs = [popen_train("trainer.max_epochs=3", f"seed={seed}", "callbacks=model_checkpoint",
-                          "logger=csv", "num_threads=1", f"paths.log_dir={tmp_path}",
-                          f"hydra.run.dir='{name}'")
-             for seed in (1, 2)]  # fmt: skip
+    procs = [
+        popen_train(
+            "trainer.max_epochs=3",
+            f"seed={seed}",
+            "callbacks=model_checkpoint",
+            "logger=csv",
+            "num_threads=1",
+            f"paths.log_dir={tmp_path}",
+            f"hydra.run.dir='{name}'",
+        )
+        for seed in (1, 2)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
     runs = sorted((tmp_path / "runs").iterdir())
@@ -506,8 +609,14 @@ def test_api_key_never_reaches_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     (tmp_path / ".env").write_text(f"WANDB_API_KEY={key}\nWANDB_NOTES=dotenv-was-read\n")
     logs = tmp_path / "logs"
-    r = cli("reglab-train", "logger=wandb", "trainer.max_epochs=1", "callbacks=default",
-            f"paths.log_dir={logs}", cwd=tmp_path)  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "callbacks=default",
+        f"paths.log_dir={logs}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     files = [p for p in logs.rglob("*") if p.is_file()]
     assert any(p.name == "metrics.json" for p in files) and any(".hydra" in p.parts for p in files)

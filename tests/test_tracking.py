@@ -17,10 +17,14 @@ from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 # Not fast_dev_run: Lightning replaces every logger by a dummy in that mode.
 TINY_WANDB = [
-    "logger=wandb", "callbacks=none", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+    "logger=wandb",
+    "callbacks=none",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
-]  # fmt: skip
+]
 
 
 def files_containing(root: Path, text: str) -> list[Path]:
@@ -95,9 +99,13 @@ def test_images_do_not_change_the_training(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_wandb_sweep_groups_runs_and_logs_the_report_table(tmp_path):
     r = cli(
-        "reglab-train", "-m", *TINY_WANDB, "seed=1,2", f"paths.log_dir={tmp_path}",
+        "reglab-train",
+        "-m",
+        *TINY_WANDB,
+        "seed=1,2",
+        f"paths.log_dir={tmp_path}",
         env={"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"},
-    )  # fmt: skip
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps").iterdir()
 
@@ -147,10 +155,23 @@ def _train_without_wandb_login(tmp_path: Path, *args: str, env: dict | None = No
     child.update({"HOME": str(home), "WANDB_API_KEY": "", "OMP_NUM_THREADS": "1", **(env or {})})
     exe = Path(sys.executable).parent / "reglab-train"
     logs = tmp_path / "logs"
-    cmd = [str(exe), "logger=wandb", "trainer.max_epochs=1", "callbacks=none",
-           f"paths.log_dir={logs}", *args]  # fmt: skip
-    r = subprocess.run(cmd, cwd=tmp_path, env=child, stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    cmd = [
+        str(exe),
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "callbacks=none",
+        f"paths.log_dir={logs}",
+        *args,
+    ]
+    r = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=child,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return r, logs
 
 
@@ -217,10 +238,15 @@ def test_optuna_search_finds_best_and_persists_the_study(tmp_path):
     import optuna
 
     r = cli(
-        "reglab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
-        "data.val_fraction=choice(0.1,1.5)", "hydra.callbacks.report.fail_on_error=false",
-        *FAST, f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
+        "reglab-train",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=4",
+        "data.val_fraction=choice(0.1,1.5)",
+        "hydra.callbacks.report.fail_on_error=false",
+        *FAST,
+        f"paths.log_dir={tmp_path}",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps").iterdir()
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -268,17 +294,29 @@ def test_search_space_names_a_missing_knob(tmp_path):
     assert "regularizer=l2" in line
 
     cfg = compose_cfg(
-        ["hparams_search=optuna", "regularizer=dropout", "search.param=regularizer.dropout.p",
-         "search.low=0.0", "search.high=0.7", "search.log=false"],
+        [
+            "hparams_search=optuna",
+            "regularizer=dropout",
+            "search.param=regularizer.dropout.p",
+            "search.low=0.0",
+            "search.high=0.7",
+            "search.log=false",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     (dist,) = search_space(cfg, {}).values()
     assert (dist.low, dist.high, dist.log) == (0.0, 0.7, False)
 
 
 def test_search_space_error_is_one_line_from_the_shell(tmp_path):
-    r = cli("reglab-train", "-m", "hparams_search=optuna", "regularizer=dropout", *FAST,
-            f"paths.log_dir={tmp_path}")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "-m",
+        "hparams_search=optuna",
+        "regularizer=dropout",
+        *FAST,
+        f"paths.log_dir={tmp_path}",
+    )
     assert r.returncode == 2
     assert (
         r.stderr.strip()
@@ -301,9 +339,13 @@ def test_sqlite_storage_creates_its_folder(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_multirun_runs_each_job_in_its_own_process(tmp_path):
     r = cli(
-        "reglab-train", "-m", "hydra/launcher=submitit_local", "seed=1,2", *FAST,
+        "reglab-train",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "seed=1,2",
+        *FAST,
         f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps").iterdir()
     metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
@@ -334,11 +376,15 @@ def test_slurm_launcher_turns_knobs_into_sbatch_options(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                       "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=30",
-                       f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.gpus_per_node=2",
+                "hydra.launcher.timeout_min=30",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            ],
             return_hydra_config=True,
-        )  # fmt: skip
+        )
     HydraConfig.instance().set_config(cfg)
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params.pop("_target_").endswith("SlurmLauncher")
@@ -362,6 +408,12 @@ def test_slurm_launcher_turns_knobs_into_sbatch_options(tmp_path, monkeypatch):
     with pytest.raises(Submitted):
         launcher.launch([["seed=1"], ["seed=2"]], initial_job_idx=0)
     (script,) = scripts
-    for line in ("--partition=gpu", "--gpus-per-node=2", "--time=30", "--array=0-1",
-                 "--cpus-per-task=8", "--mem=32GB"):  # fmt: skip
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=2",
+        "--time=30",
+        "--array=0-1",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+    ):
         assert f"#SBATCH {line}" in script, line

@@ -27,9 +27,24 @@ def test_every_data_model_pair_runs(data, model, fake_data_dir, tmp_path):
 def test_metrics_json_holds_design_names(tmp_path):
     s = train(["trainer.max_epochs=3", "callbacks=default"], tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss",
-                "test/acc", "test/ece", "gap/acc", "weights/l1", "weights/l2", "weights/sparsity",
-                "epochs_trained", "wall_time_s", "techniques", "seed"):  # fmt: skip
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "test/loss",
+        "test/acc",
+        "test/ece",
+        "gap/acc",
+        "weights/l1",
+        "weights/l2",
+        "weights/sparsity",
+        "epochs_trained",
+        "wall_time_s",
+        "techniques",
+        "seed",
+    ):
         assert key in saved, key
     assert saved["epochs_trained"] == 3 and len(saved["history"]) == 3
     assert saved["val/acc_best"] >= max(r["val/acc"] for r in saved["history"]) - 1e-6
@@ -58,8 +73,11 @@ def test_real_fashion_mnist_mlp_one_epoch(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("CI must install Debian's dataset-fashion-mnist (see .ci/run)")
         pytest.skip("Debian dataset-fashion-mnist not installed")
-    s = train(["data=fashion_mnist", "model=mlp", "trainer.max_epochs=1", "callbacks=none"],
-              tmp_path, tmp_path / "no-local-data")  # fmt: skip
+    s = train(
+        ["data=fashion_mnist", "model=mlp", "trainer.max_epochs=1", "callbacks=none"],
+        tmp_path,
+        tmp_path / "no-local-data",
+    )
     assert s["test/acc"] >= 0.82
 
 
@@ -73,8 +91,13 @@ def test_cli_default_run_meets_the_quick_start_promise(tmp_path):
 
 
 def test_cli_missing_dataset_is_one_line_and_nonzero(tmp_path):
-    r = cli("reglab-train", "data=mnist", f"paths.data_dir={tmp_path / 'empty'}",
-            f"paths.log_dir={tmp_path}", "data.download=false")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "data=mnist",
+        f"paths.data_dir={tmp_path / 'empty'}",
+        f"paths.log_dir={tmp_path}",
+        "data.download=false",
+    )
     assert r.returncode != 0
     errors = [l for l in r.stderr.splitlines() if l.startswith("reglab: error:")]
     assert len(errors) == 1 and "mnist" in errors[0] and "data.data_dir=" in errors[0]
@@ -83,9 +106,13 @@ def test_cli_missing_dataset_is_one_line_and_nonzero(tmp_path):
 
 def test_cli_missing_dataset_offline_download_fails_cleanly(tmp_path):
     # No network here: torchvision's download fails and must end in the same one-line error.
-    r = cli("reglab-train", "data=cifar10", f"paths.data_dir={tmp_path / 'empty'}",
-            f"paths.log_dir={tmp_path}", env={"HTTPS_PROXY": "http://127.0.0.1:9",
-                                              "HTTP_PROXY": "http://127.0.0.1:9"})  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "data=cifar10",
+        f"paths.data_dir={tmp_path / 'empty'}",
+        f"paths.log_dir={tmp_path}",
+        env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"},
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "reglab: error: dataset 'cifar10' not found" in r.stderr
 
@@ -113,8 +140,13 @@ def test_run_folder_wandb_and_metrics_names_agree(tmp_path):
 
 def test_a_run_without_test_batches_reports_validation_only(tmp_path):
     """Tuning trials never touch the test set: such a run ends normally, with no test metric."""
-    r = cli("reglab-train", "trainer.max_epochs=1", "callbacks=none", "++trainer.limit_test_batches=0",
-            f"paths.log_dir={tmp_path}")  # fmt: skip
+    r = cli(
+        "reglab-train",
+        "trainer.max_epochs=1",
+        "callbacks=none",
+        "++trainer.limit_test_batches=0",
+        f"paths.log_dir={tmp_path}",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "(not tested)" in r.stdout
     (m,) = tmp_path.glob("runs/*/metrics.json")

@@ -8,16 +8,24 @@ from reglab.core.errors import ConfigError
 
 @pytest.mark.parametrize(
     "call, message",
-    [(lambda: checks.positive("a.b", 0), "a.b=0 must be a number > 0"),
-     (lambda: checks.positive("a.b", -2, integer=True), "a.b=-2 must be an integer > 0"),
-     (lambda: checks.positive("a.b", 1.5, integer=True), "a.b=1.5 must be an integer > 0"),
-     (lambda: checks.nonnegative("a.b", True), "a.b=True must be a number >= 0"),
-     (lambda: checks.probability("a.p", 1.0), "a.p=1.0 must be a number in [0, 1)"),
-     (lambda: checks.number("x", float("nan")), "x=nan must be a number"),
-     (lambda: checks.number("x", "abc", low=0, high=1, low_open=True), "x='abc' must be a number in (0, 1]"),
-     (lambda: checks.flag("f", "yes"), "f='yes' must be true or false"),
-     (lambda: checks.choice("c", "z", ["a", "b"]), "c='z' is not an option; choose one of ['a', 'b']")],
-)  # fmt: skip
+    [
+        (lambda: checks.positive("a.b", 0), "a.b=0 must be a number > 0"),
+        (lambda: checks.positive("a.b", -2, integer=True), "a.b=-2 must be an integer > 0"),
+        (lambda: checks.positive("a.b", 1.5, integer=True), "a.b=1.5 must be an integer > 0"),
+        (lambda: checks.nonnegative("a.b", True), "a.b=True must be a number >= 0"),
+        (lambda: checks.probability("a.p", 1.0), "a.p=1.0 must be a number in [0, 1)"),
+        (lambda: checks.number("x", float("nan")), "x=nan must be a number"),
+        (
+            lambda: checks.number("x", "abc", low=0, high=1, low_open=True),
+            "x='abc' must be a number in (0, 1]",
+        ),
+        (lambda: checks.flag("f", "yes"), "f='yes' must be true or false"),
+        (
+            lambda: checks.choice("c", "z", ["a", "b"]),
+            "c='z' is not an option; choose one of ['a', 'b']",
+        ),
+    ],
+)
 def test_each_validator_names_key_value_and_range(call, message):
     with pytest.raises(ConfigError) as e:
         call()

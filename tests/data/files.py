@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -47,9 +49,15 @@ def patterned(n: int, classes: int, shape: tuple[int, ...], seed: int):
 
 
 def write_mnist_family(
-    folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True, prefix: str = "",
-    classes: int = 10, seed: int = 0, names: dict | None = None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    folder: Path,
+    n_train: int = 40,
+    n_test: int = 20,
+    gz: bool = True,
+    prefix: str = "",
+    classes: int = 10,
+    seed: int = 0,
+    names: dict | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Four IDX files; returns what each split holds, to compare with what is read back."""
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -96,11 +104,22 @@ def py2_pickle(obj) -> bytes:
             return b"}(" + b"".join(emit(k) + emit(v) for k, v in x.items()) + b"u"
         if isinstance(x, np.ndarray):
             assert x.dtype == np.uint8
-            dtype = (b"cnumpy\ndtype\n" + emit(("u1", 0, 1)) + b"R"
-                     + emit((3, "|", None, None, None, -1, -1, 0)) + b"b")  # fmt: skip
+            dtype = (
+                b"cnumpy\ndtype\n"
+                + emit(("u1", 0, 1))
+                + b"R"
+                + emit((3, "|", None, None, None, -1, -1, 0))
+                + b"b"
+            )
             state = b"(" + emit(1) + emit(x.shape) + dtype + emit(False) + emit(x.tobytes()) + b"t"
-            return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
-                    + emit((0,)) + emit("b") + b"\x87R" + state + b"b")  # fmt: skip
+            return (
+                b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+                + emit((0,))
+                + emit("b")
+                + b"\x87R"
+                + state
+                + b"b"
+            )
         raise TypeError(type(x))
 
     return b"\x80\x02" + emit(obj) + b"."

@@ -32,8 +32,12 @@ def test_idx_of_another_type_is_refused(tmp_path):
 @pytest.mark.parametrize("style", ["py2", "py3-2", "py3-4", "py3-5"])
 def test_cifar_batch_reads_as_each_writer_wrote_it(tmp_path, style):
     images, labels = patterned(12, 10, (3, 32, 32), seed=1)
-    entry = {"batch_label": "training batch 1 of 5", "labels": labels.tolist(),
-             "data": images.reshape(12, -1), "filenames": [f"f{i}.png" for i in range(12)]}  # fmt: skip
+    entry = {
+        "batch_label": "training batch 1 of 5",
+        "labels": labels.tolist(),
+        "data": images.reshape(12, -1),
+        "filenames": [f"f{i}.png" for i in range(12)],
+    }
     path = tmp_path / "data_batch_1"
     path.write_bytes(cifar_bytes(entry, style))
     batch = read_cifar_batch(path)
@@ -127,6 +131,9 @@ def test_md5_mismatch_names_the_file_and_the_way_out(tmp_path):
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     path.write_bytes(b"not the published bytes")
     check_md5(path, md5_of(path), "torchvision.datasets.MNIST")  # equal: silent
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz does not match the md5 .*"
-                       r"torchvision.datasets.MNIST.*delete it.*data.verify_checksums=false"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"train-labels-idx1-ubyte.gz does not match the md5 .*"
+        r"torchvision.datasets.MNIST.*delete it.*data.verify_checksums=false",
+    ):
         check_md5(path, "0" * 32, "torchvision.datasets.MNIST")

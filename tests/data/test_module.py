@@ -114,38 +114,44 @@ def test_steps_per_item_groups_training_batches_only():
 # ----------------------------------------------------------------------------- checks
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"val_fraction": 1.5}, "val_fraction"),
-    ({"train_subset": 5}, "train_subset"),
-    ({"num_folds": 5, "fold": 5}, "fold"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"name": "svhn"}, "svhn"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"train_subset": 5}, "train_subset"),
+        ({"num_folds": 5, "fold": 5}, "fold"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"name": "svhn"}, "svhn"),
+    ],
+)
 def test_bad_data_config_is_rejected(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DataModule(**{"name": "digits", **kwargs})
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("batch_size", 0, r"^data.batch_size=0 must be an integer > 0$"),
-    ("eval_batch_size", 0, r"^data.eval_batch_size=0 must be an integer > 0$"),
-    ("batch_size", 12.5, r"^data.batch_size=12.5 must be an integer"),
-    ("val_fraction", 0.0, r"^data.val_fraction=0.0 must be a number in \(0, 1\)$"),
-    ("val_fraction", "x", r"^data.val_fraction='x' must be a number"),
-    ("train_subset", 0, r"^data.train_subset=0 must be an integer > 0$"),
-    ("train_subset", 9, r"^data.train_subset=9 is smaller than the 10 classes of digits"),
-    ("num_folds", 1, r"^data.num_folds=1 must be an integer >= 2$"),
-    ("fold", -1, r"^data.fold=-1 must be an integer >= 0$"),
-    ("split_seed", -1, r"^data.split_seed=-1 must be an integer >= 0$"),
-    ("seed", "a", r"^seed='a' must be an integer$"),
-    ("train_eval_size", 0, r"^data.train_eval_size=0 must be an integer > 0$"),
-    ("download", "yes", r"^data.download='yes' must be true or false$"),
-    ("resident", 1, r"^data.resident=1 must be true or false$"),
-    ("verify_checksums", None, r"^data.verify_checksums=None must be true or false$"),
-    ("data_dir", 3, r"^data.data_dir=3 must be a path$"),
-    ("name", "", r"^data.name='' must be a non-empty string$"),
-    ("image_folder", 5, r"^data.image_folder=5 must be a path$"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("batch_size", 0, r"^data.batch_size=0 must be an integer > 0$"),
+        ("eval_batch_size", 0, r"^data.eval_batch_size=0 must be an integer > 0$"),
+        ("batch_size", 12.5, r"^data.batch_size=12.5 must be an integer"),
+        ("val_fraction", 0.0, r"^data.val_fraction=0.0 must be a number in \(0, 1\)$"),
+        ("val_fraction", "x", r"^data.val_fraction='x' must be a number"),
+        ("train_subset", 0, r"^data.train_subset=0 must be an integer > 0$"),
+        ("train_subset", 9, r"^data.train_subset=9 is smaller than the 10 classes of digits"),
+        ("num_folds", 1, r"^data.num_folds=1 must be an integer >= 2$"),
+        ("fold", -1, r"^data.fold=-1 must be an integer >= 0$"),
+        ("split_seed", -1, r"^data.split_seed=-1 must be an integer >= 0$"),
+        ("seed", "a", r"^seed='a' must be an integer$"),
+        ("train_eval_size", 0, r"^data.train_eval_size=0 must be an integer > 0$"),
+        ("download", "yes", r"^data.download='yes' must be true or false$"),
+        ("resident", 1, r"^data.resident=1 must be true or false$"),
+        ("verify_checksums", None, r"^data.verify_checksums=None must be true or false$"),
+        ("data_dir", 3, r"^data.data_dir=3 must be a path$"),
+        ("name", "", r"^data.name='' must be a non-empty string$"),
+        ("image_folder", 5, r"^data.image_folder=5 must be a path$"),
+    ],
+)
 def test_each_key_names_itself(key, value, match):
     with pytest.raises(ConfigError, match=match):
         DataModule(**{"name": "digits", key: value})
@@ -224,8 +230,18 @@ def test_shared_keys_are_written_once_and_a_file_still_overrides_them():
     assert _compose("data=cifar10")["eval_batch_size"] == 256  # cifar10.yaml over _base.yaml
     assert _compose("data=mnist")["eval_batch_size"] == 1024
     assert _compose("data=cifar10", "data.eval_batch_size=64")["eval_batch_size"] == 64
-    shared = {"data_dir", "batch_size", "val_fraction", "split_seed", "train_subset", "num_folds",
-              "fold", "download", "resident", "verify_checksums"}  # fmt: skip
+    shared = {
+        "data_dir",
+        "batch_size",
+        "val_fraction",
+        "split_seed",
+        "train_subset",
+        "num_folds",
+        "fold",
+        "download",
+        "resident",
+        "verify_checksums",
+    }
     for option in _data_options():
         text = (CONF_DIR / "data" / f"{option}.yaml").read_text()
         assert "defaults: [_base, _self_]" in text

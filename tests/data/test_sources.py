@@ -28,10 +28,15 @@ from .files import (
 # ----------------------------------------------------------------------------- the registry
 
 
-@pytest.mark.parametrize("name,shape,classes", [
-    ("mnist", (1, 28, 28), 10), ("fashion_mnist", (1, 28, 28), 10),
-    ("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,shape,classes",
+    [
+        ("mnist", (1, 28, 28), 10),
+        ("fashion_mnist", (1, 28, 28), 10),
+        ("cifar10", (3, 32, 32), 10),
+        ("cifar100", (3, 32, 32), 100),
+    ],
+)
 def test_loaders_read_torchvision_formats(real_layout_dir, name, shape, classes):
     train, test = load_dataset(name, real_layout_dir, download=False)
     assert train.images.dtype == torch.uint8 and train.images.shape[1:] == shape
@@ -78,8 +83,9 @@ def test_digits_test_split_is_fixed():
     d = load_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     # The split every reglab run used with split_seed 0: random_state=0, now for every split_seed.
-    _, x_te, _, y_te = train_test_split(images, d.target, test_size=0.25, stratify=d.target,
-                                        random_state=0)  # fmt: skip
+    _, x_te, _, y_te = train_test_split(
+        images, d.target, test_size=0.25, stratify=d.target, random_state=0
+    )
     _, test0 = load_dataset("digits", "/nonexistent", split_seed=0)
     assert torch.equal(test0.images, torch.from_numpy(x_te))
     assert torch.equal(test0.labels, torch.from_numpy(y_te.astype(np.int64)))
@@ -135,8 +141,11 @@ def test_full_size_file_that_differs_from_the_published_md5_is_refused(tmp_path)
     raw = tmp_path / "MNIST" / "raw"
     _mnist_with_full_size_test_split(raw)
     # The 40-example train files differ from the published ones too, and pass unchecked.
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz does not match the md5 that "
-                       r"torchvision.datasets.MNIST publishes.*data.verify_checksums=false"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"t10k-images-idx3-ubyte.gz does not match the md5 that "
+        r"torchvision.datasets.MNIST publishes.*data.verify_checksums=false",
+    ):
         load_dataset("mnist", tmp_path, download=False)
     train, test = load_dataset("mnist", tmp_path, download=False, verify_checksums=False)
     assert len(train) == 40 and len(test) == 10000
@@ -174,10 +183,13 @@ def test_kmnist_through_torchvision(tmp_path):
 
 
 def test_emnist_split_is_a_constructor_argument(tmp_path):
-    names = {s: (f"emnist-balanced-{s}-images-idx3-ubyte", f"emnist-balanced-{s}-labels-idx1-ubyte")
-             for s in ("train", "test")}  # fmt: skip
-    written = write_mnist_family(tmp_path / "EMNIST" / "raw", n_train=94, n_test=47, gz=False,
-                                 classes=47, names=names)  # fmt: skip
+    names = {
+        s: (f"emnist-balanced-{s}-images-idx3-ubyte", f"emnist-balanced-{s}-labels-idx1-ubyte")
+        for s in ("train", "test")
+    }
+    written = write_mnist_family(
+        tmp_path / "EMNIST" / "raw", n_train=94, n_test=47, gz=False, classes=47, names=names
+    )
     args = {"split": "balanced"}
     train, _ = load_dataset("emnist", tmp_path, False, torchvision="EMNIST", torchvision_args=args)
     assert torch.equal(train.labels, torch.from_numpy(written["train"][1].astype(np.int64)))
@@ -189,8 +201,11 @@ def test_svhn_mat_files_through_torchvision(tmp_path, monkeypatch):
     x_tr, y_tr = write_svhn(tmp_path, "train", 30)
     write_svhn(tmp_path, "test", 20, seed=1)
     # torchvision checks SVHN's published md5 itself: these small files are refused ...
-    with pytest.raises(DataError, match=r"dataset 'svhn' not found .*SVHN: Dataset not found or "
-                       r"corrupted.* and data.download=false"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"dataset 'svhn' not found .*SVHN: Dataset not found or "
+        r"corrupted.* and data.download=false",
+    ):
         load_dataset("svhn", tmp_path, download=False, torchvision="SVHN")
     # ... until the md5 torchvision expects is theirs.
     for split in ("train", "test"):
@@ -250,15 +265,19 @@ def test_dataset_without_arrays_is_taken_once_per_example(tmp_path, shapes):
     sizes = {"sizes": [[6, 5], [9, 9]]}
     with pytest.raises(DataError, match=r"Shapes \(train\).*differ in size.*data.image_size"):
         load_dataset("shapes", tmp_path, False, torchvision="Shapes", torchvision_args=sizes)
-    train, _ = load_dataset("shapes", tmp_path, False, torchvision="Shapes",
-                            torchvision_args=sizes, image_size=[4, 8])  # fmt: skip
+    train, _ = load_dataset(
+        "shapes", tmp_path, False, torchvision="Shapes", torchvision_args=sizes, image_size=[4, 8]
+    )
     assert train.images.shape == (12, 3, 4, 8)
 
 
 def test_torchvision_downloads_only_when_allowed(tmp_path, shapes):
-    with pytest.raises(DataError, match=r"dataset 'shapes' not found .*Dataset not found.* and "
-                       r"data.download=false: put its files in data_dir as "
-                       r"torchvision.datasets.Shapes lays them out"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"dataset 'shapes' not found .*Dataset not found.* and "
+        r"data.download=false: put its files in data_dir as "
+        r"torchvision.datasets.Shapes lays them out",
+    ):
         load_dataset("shapes", tmp_path, download=False, torchvision="Shapes")
     assert shapes.calls == [(True, False)]
     shapes.calls = []
@@ -266,23 +285,38 @@ def test_torchvision_downloads_only_when_allowed(tmp_path, shapes):
     assert shapes.calls == [(True, False), (True, True), (False, True)] and len(train) == 12
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"torchvision": "NoSuchSet"}, "data.torchvision='NoSuchSet' is not a dataset class"),
-    ({"torchvision": "KMNIST", "torchvision_args": {"split": "x"}},
-     r"data.torchvision_args.split is not an argument of torchvision.datasets.KMNIST"),
-    ({"torchvision": "KMNIST", "torchvision_args": {"train": False}},
-     "data.torchvision_args.train is set by reglab"),
-    ({"torchvision": "SVHN", "torchvision_args": {"split": "extra"}},
-     "data.torchvision_args.split is set by reglab"),
-    ({"torchvision": "EMNIST"}, "data.torchvision_args.split is required by torchvision.datasets.EMNIST"),
-    ({"torchvision": "FakeData"}, "takes neither train= nor split="),
-    ({"torchvision": "MNIST", "torchvision_args": {"x": 1}}, "not used by reglab's own reader"),
-    ({"torchvision_args": {"split": "balanced"}}, "data.torchvision is not"),
-    ({"torchvision": "KMNIST", "image_folder": "imgs"}, "a dataset comes from one of them"),
-    ({"torchvision": 3}, "data.torchvision=3 must be a class name"),
-    ({"image_size": 0}, r"data.image_size=0 must be null, a positive integer or \[height, width\]"),
-    ({"image_size": [28, 28, 3]}, "data.image_size="),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"torchvision": "NoSuchSet"}, "data.torchvision='NoSuchSet' is not a dataset class"),
+        (
+            {"torchvision": "KMNIST", "torchvision_args": {"split": "x"}},
+            r"data.torchvision_args.split is not an argument of torchvision.datasets.KMNIST",
+        ),
+        (
+            {"torchvision": "KMNIST", "torchvision_args": {"train": False}},
+            "data.torchvision_args.train is set by reglab",
+        ),
+        (
+            {"torchvision": "SVHN", "torchvision_args": {"split": "extra"}},
+            "data.torchvision_args.split is set by reglab",
+        ),
+        (
+            {"torchvision": "EMNIST"},
+            "data.torchvision_args.split is required by torchvision.datasets.EMNIST",
+        ),
+        ({"torchvision": "FakeData"}, "takes neither train= nor split="),
+        ({"torchvision": "MNIST", "torchvision_args": {"x": 1}}, "not used by reglab's own reader"),
+        ({"torchvision_args": {"split": "balanced"}}, "data.torchvision is not"),
+        ({"torchvision": "KMNIST", "image_folder": "imgs"}, "a dataset comes from one of them"),
+        ({"torchvision": 3}, "data.torchvision=3 must be a class name"),
+        (
+            {"image_size": 0},
+            r"data.image_size=0 must be null, a positive integer or \[height, width\]",
+        ),
+        ({"image_size": [28, 28, 3]}, "data.image_size="),
+    ],
+)
 def test_bad_source_keys_are_one_line_each(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         load_dataset("digits", tmp_path, download=False, **kwargs)
@@ -330,16 +364,22 @@ def test_grey_image_folder_stays_one_channel(tmp_path):
 
 def test_image_folder_sizes_must_agree_or_be_resized(tmp_path):
     _folder(tmp_path, sizes=((8, 8), (10, 12)))
-    with pytest.raises(DataError, match=r"train: images differ in size \(.*0.png is 8x8, "
-                       r".*1.png is 12x10\): set data.image_size"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"train: images differ in size \(.*0.png is 8x8, "
+        r".*1.png is 12x10\): set data.image_size",
+    ):
         load_dataset("pets", tmp_path, image_folder=str(tmp_path))
     train, test = load_dataset("pets", tmp_path, image_folder=str(tmp_path), image_size=[6, 7])
     assert train.images.shape[1:] == (3, 6, 7) and test.images.shape[1:] == (3, 6, 7)
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(DataError, match=r"dataset 'pets' not found \(searched .*pets/train, "
-                       r".*pets/test\) and it cannot be downloaded: put the images in"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"dataset 'pets' not found \(searched .*pets/train, "
+        r".*pets/test\) and it cannot be downloaded: put the images in",
+    ):
         load_dataset("pets", tmp_path, image_folder="pets")
     _folder(tmp_path / "a", test_classes=("cat", "dog", "emu"))
     with pytest.raises(DataError, match=r"has classes \['emu'\] that .* does not"):

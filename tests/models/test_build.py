@@ -170,19 +170,28 @@ def test_batch_norm_goes_where_a_model_has_none():
 @pytest.mark.parametrize(
     "technique, model, message",
     [
-        (R.BatchNorm(), "torchvision_resnet18",
-         "regularizer=batch_norm: model torchvision_resnet18 has no hidden Linear/Conv layer "
-         "without a norm after it (each is normalized already)"),
+        (
+            R.BatchNorm(),
+            "torchvision_resnet18",
+            "regularizer=batch_norm: model torchvision_resnet18 has no hidden Linear/Conv layer "
+            "without a norm after it (each is normalized already)",
+        ),
         (R.BatchNorm(), "resnet18", "regularizer=batch_norm: model resnet18 has no hidden"),
-        (R.StochasticDepth(0.1), "cnn",
-         "regularizer=stochastic_depth: model cnn has no residual blocks (reglab's, torchvision's "
-         "BasicBlock/Bottleneck) to drop: use model=resnet18 or torchvision_resnet18"),
-        (R.SmallModel(), "torchvision_resnet18",
-         "regularizer=small_model: model torchvision_resnet18 does not say which arguments are "
-         "its size: give its config a _size_ entry, e.g. _size_: {width: [widths], depth: "
-         "widths}"),
+        (
+            R.StochasticDepth(0.1),
+            "cnn",
+            "regularizer=stochastic_depth: model cnn has no residual blocks (reglab's, torchvision's "
+            "BasicBlock/Bottleneck) to drop: use model=resnet18 or torchvision_resnet18",
+        ),
+        (
+            R.SmallModel(),
+            "torchvision_resnet18",
+            "regularizer=small_model: model torchvision_resnet18 does not say which arguments are "
+            "its size: give its config a _size_ entry, e.g. _size_: {width: [widths], depth: "
+            "widths}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_technique_with_nothing_to_act_on_is_one_line(technique, model, message):
     with pytest.raises(ConfigError) as e:
         with_techniques([technique], model_cfg(f"model={model}"))
@@ -212,27 +221,52 @@ def test_refusals_of_a_users_model_name_what_it_lacks():
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        ({"_target_": "torchvision.models.resnet18", "foo": 1},
-         "model.foo is not an argument of torchvision.models.resnet18"),
-        ({"_target_": "reglab.models.mlp", "foo": 1}, "model.foo is not an argument of reglab.models.mlp"),
-        ({"_target_": "reglab.models.mlp_5x500", "foo": 1},
-         "model.foo is not an argument of reglab.models.mlp_5x500"),
+        (
+            {"_target_": "torchvision.models.resnet18", "foo": 1},
+            "model.foo is not an argument of torchvision.models.resnet18",
+        ),
+        (
+            {"_target_": "reglab.models.mlp", "foo": 1},
+            "model.foo is not an argument of reglab.models.mlp",
+        ),
+        (
+            {"_target_": "reglab.models.mlp_5x500", "foo": 1},
+            "model.foo is not an argument of reglab.models.mlp_5x500",
+        ),
         ({"_target_": "reglab.models.vgg"}, "model._target_='reglab.models.vgg' cannot be found"),
         ({"_target_": "nosuch_package.net"}, "model._target_='nosuch_package.net' cannot be found"),
         ({"_target_": 3}, "model._target_=3 must be a dotted path"),
         ({"name": "vgg"}, "model (name='vgg') has no _target_"),
-        ({"_target_": "reglab.models.mlp", "dropout": 0.5}, "model.dropout is not an argument of reglab.models.mlp"),
-        ({"_target_": "reglab.models.mlp", "widths": "abc"}, "model.widths='abc' must be a list of"),
-        ({"_target_": "reglab.models.mlp", "widths": []}, "model.widths=[] must be a non-empty list"),
-        ({"_target_": "torchvision.models.resnet18", "progress": "yes"},
-         "model.progress='yes' must be true or false"),
-        ({"_target_": "torchvision.models.resnet18", "weights": "nope"},
-         "model: torchvision.models.resnet18 refused its arguments"),
-        ({"_target_": "reglab.models.mlp", "num_classes": 3}, "model.num_classes is set from the data"),
-        ({"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
-         "model._target_=torch.nn.Linear takes no num_classes"),
+        (
+            {"_target_": "reglab.models.mlp", "dropout": 0.5},
+            "model.dropout is not an argument of reglab.models.mlp",
+        ),
+        (
+            {"_target_": "reglab.models.mlp", "widths": "abc"},
+            "model.widths='abc' must be a list of",
+        ),
+        (
+            {"_target_": "reglab.models.mlp", "widths": []},
+            "model.widths=[] must be a non-empty list",
+        ),
+        (
+            {"_target_": "torchvision.models.resnet18", "progress": "yes"},
+            "model.progress='yes' must be true or false",
+        ),
+        (
+            {"_target_": "torchvision.models.resnet18", "weights": "nope"},
+            "model: torchvision.models.resnet18 refused its arguments",
+        ),
+        (
+            {"_target_": "reglab.models.mlp", "num_classes": 3},
+            "model.num_classes is set from the data",
+        ),
+        (
+            {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
+            "model._target_=torch.nn.Linear takes no num_classes",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_model_configs_are_one_line_naming_the_key(cfg, message):
     assert one_line_error(cfg).startswith(message)
 

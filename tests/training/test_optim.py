@@ -29,32 +29,54 @@ def test_any_torch_optimizer_by_target_with_fused_kernels_where_they_exist():
 
 def test_scheduler_length_is_filled_from_the_run():
     opt = build_optimizer({"_target_": "torch.optim.SGD", "lr": 0.1}, NET)
-    cos = build_scheduler({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": None},
-                          opt, steps=40, epochs=4)  # fmt: skip
+    cos = build_scheduler(
+        {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": None},
+        opt,
+        steps=40,
+        epochs=4,
+    )
     assert cos["interval"] == "step" and cos["scheduler"].T_max == 40
-    step = build_scheduler({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2,
-                            "interval": "epoch"}, opt, steps=40, epochs=4)  # fmt: skip
+    step = build_scheduler(
+        {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "interval": "epoch"},
+        opt,
+        steps=40,
+        epochs=4,
+    )
     assert step["interval"] == "epoch" and step["scheduler"].step_size == 2
     assert build_scheduler({}, opt, steps=40, epochs=4) is None
 
 
 @pytest.mark.parametrize(
     "cfg, match",
-    [({"lr": 1e-3}, "optimizer has no _target_"),
-     ({"_target_": "torch.optim.Nope", "lr": 1e-3}, "optimizer._target_=torch.optim.Nope"),
-     ({"_target_": "torch.optim.Adam", "lr": 1e-3, "momentun": 0.9}, "optimizer=Adam: .*momentun")],
-)  # fmt: skip
+    [
+        ({"lr": 1e-3}, "optimizer has no _target_"),
+        ({"_target_": "torch.optim.Nope", "lr": 1e-3}, "optimizer._target_=torch.optim.Nope"),
+        (
+            {"_target_": "torch.optim.Adam", "lr": 1e-3, "momentun": 0.9},
+            "optimizer=Adam: .*momentun",
+        ),
+    ],
+)
 def test_bad_optimizer_config_is_one_line(cfg, match):
     with pytest.raises(ConfigError, match=match) as e:
         build_optimizer(cfg, NET)
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("optimizer, scheduler", [("nadam", "step"), ("sgd", "onecycle"),
-                                                  ("adamw", "cosine")])  # fmt: skip
+@pytest.mark.parametrize(
+    "optimizer, scheduler", [("nadam", "step"), ("sgd", "onecycle"), ("adamw", "cosine")]
+)
 def test_optimizer_and_scheduler_files_train(tmp_path, optimizer, scheduler):
-    s = train(["trainer.max_epochs=2", "callbacks=none", "logger=csv", f"optimizer={optimizer}",
-               f"scheduler={scheduler}"], tmp_path)  # fmt: skip
+    s = train(
+        [
+            "trainer.max_epochs=2",
+            "callbacks=none",
+            "logger=csv",
+            f"optimizer={optimizer}",
+            f"scheduler={scheduler}",
+        ],
+        tmp_path,
+    )
     assert s["status"] == "ok" and s["train/loss"] < s["history"][0]["train/loss"] * 1.5
 
 
@@ -64,8 +86,9 @@ def test_a_scheduler_steps_the_learning_rate(tmp_path):
 
     from ..conftest import compose_cfg
 
-    cfg = compose_cfg([*FAST[1:], "trainer.max_epochs=3", "scheduler=step",
-                       "scheduler.step_size=1"], tmp_path)  # fmt: skip
+    cfg = compose_cfg(
+        [*FAST[1:], "trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1"], tmp_path
+    )
     dm, model = build(cfg)
     trainer = build_trainer(cfg, dm, model)
     trainer.fit(model, datamodule=dm)

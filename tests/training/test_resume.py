@@ -53,20 +53,31 @@ def _ckpt_steps(folder: Path) -> list[int]:
 
 @pytest.mark.parametrize(
     "trigger",
-    [["callbacks.mid_epoch_checkpoint.every_n_train_steps=3",
-      "callbacks.mid_epoch_checkpoint.train_time_interval=null"],
-     ["callbacks.mid_epoch_checkpoint.train_time_interval.minutes=0",
-      "+callbacks.mid_epoch_checkpoint.train_time_interval.microseconds=1"]],
+    [
+        [
+            "callbacks.mid_epoch_checkpoint.every_n_train_steps=3",
+            "callbacks.mid_epoch_checkpoint.train_time_interval=null",
+        ],
+        [
+            "callbacks.mid_epoch_checkpoint.train_time_interval.minutes=0",
+            "+callbacks.mid_epoch_checkpoint.train_time_interval.microseconds=1",
+        ],
+    ],
     ids=["steps", "time"],
-)  # fmt: skip
+)
 def test_mid_epoch_checkpoints_skip_the_last_batch_of_each_epoch(trigger, tmp_path):
     # digits at batch 128: 9 steps per epoch. Every kept file shows when it was written.
     s = train(
-        ["trainer.max_epochs=2", "callbacks=model_checkpoint", "logger=csv",
-         "callbacks.mid_epoch_checkpoint.save_top_k=-1",
-         "+callbacks.mid_epoch_checkpoint.filename='step_{step:03d}'", *trigger],
+        [
+            "trainer.max_epochs=2",
+            "callbacks=model_checkpoint",
+            "logger=csv",
+            "callbacks.mid_epoch_checkpoint.save_top_k=-1",
+            "+callbacks.mid_epoch_checkpoint.filename='step_{step:03d}'",
+            *trigger,
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     assert s["global_step"] == 18
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 18)  # the epoch-end save, not a later one
@@ -82,11 +93,18 @@ def test_mid_epoch_checkpoints_skip_the_last_batch_of_each_epoch(trigger, tmp_pa
 # 37 steps per epoch on digits at batch 32; a mid-epoch last.ckpt every 10 steps. Dropout,
 # max-norm that binds, and a cosine schedule (which makes Lightning build the loader early).
 KILL_ARGS = [
-    "trainer.max_epochs=3", "data.batch_size=32", "regularizer=[dropout,max_norm]",
-    "regularizer.max_norm.c=0.5", "scheduler=cosine", "seed=5", "callbacks=model_checkpoint",
-    "logger=csv", "num_threads=1", "callbacks.mid_epoch_checkpoint.train_time_interval=null",
+    "trainer.max_epochs=3",
+    "data.batch_size=32",
+    "regularizer=[dropout,max_norm]",
+    "regularizer.max_norm.c=0.5",
+    "scheduler=cosine",
+    "seed=5",
+    "callbacks=model_checkpoint",
+    "logger=csv",
+    "num_threads=1",
+    "callbacks.mid_epoch_checkpoint.train_time_interval=null",
     "callbacks.mid_epoch_checkpoint.every_n_train_steps=10",
-]  # fmt: skip
+]
 
 
 @pytest.mark.slow
@@ -94,9 +112,13 @@ def test_sigkill_inside_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_pa
     reference = train(KILL_ARGS, tmp_path / "reference")
 
     logs, marker = tmp_path / "logs", tmp_path / "paused"
-    args = [*KILL_ARGS, f"paths.log_dir={logs}",
-            "+callbacks.pause._target_=tests.training.pause.PauseAt",
-            "+callbacks.pause.step=45", f"+callbacks.pause.marker={marker}"]  # fmt: skip
+    args = [
+        *KILL_ARGS,
+        f"paths.log_dir={logs}",
+        "+callbacks.pause._target_=tests.training.pause.PauseAt",
+        "+callbacks.pause.step=45",
+        f"+callbacks.pause.marker={marker}",
+    ]
     kill_when(popen_train(*args), marker.exists, "the run did not reach step 45")
 
     (run_dir,) = logs.glob("runs/*")

@@ -66,11 +66,19 @@ def test_channels_last_and_tta_run_the_same_network():
 
 def test_speed_options_train_on_cpu(fake_data_dir, tmp_path):
     s = train(
-        [*FAST, "data=fashion_mnist", "model=speednet", "model.widths=[8,16]",
-         "execution.channels_last=true", "execution.tta=true", "data.resident=true",
-         "+trainer.precision=bf16-mixed"],
-        tmp_path, fake_data_dir,
-    )  # fmt: skip
+        [
+            *FAST,
+            "data=fashion_mnist",
+            "model=speednet",
+            "model.widths=[8,16]",
+            "execution.channels_last=true",
+            "execution.tta=true",
+            "data.resident=true",
+            "+trainer.precision=bf16-mixed",
+        ],
+        tmp_path,
+        fake_data_dir,
+    )
     assert s["status"] == "ok" and 0.0 <= s["test/acc"] <= 1.0
 
 
@@ -137,8 +145,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 def test_cifar10_speedrun_runs_on_cpu_without_compile(fake_data_dir, tmp_path):
     s = train(
-        ["experiment=cifar10_speedrun", "debug=fast", "trainer=cpu", "execution.compile=false",
-         "model.widths=[8,16,16]", "data.val_fraction=0.1", "data.batch_size=32"],
-        tmp_path, fake_data_dir,
-    )  # fmt: skip
+        [
+            "experiment=cifar10_speedrun",
+            "debug=fast",
+            "trainer=cpu",
+            "execution.compile=false",
+            "model.widths=[8,16,16]",
+            "data.val_fraction=0.1",
+            "data.batch_size=32",
+        ],
+        tmp_path,
+        fake_data_dir,
+    )
     assert s["status"] == "ok" and s["data"] == "cifar10" and s["model"] == "speednet"

@@ -55,9 +55,12 @@ def build(cfg: DictConfig) -> tuple[DataModule, Classifier]:
         regularizer=to_plain(cfg.get("regularizer")),
         augmentation=to_plain(cfg.get("augmentation")),
         data=to_plain(cfg.data),
-        execution={k_: v for k_, v in to_plain(cfg.get("execution") or {}).items()
-                   if k_ != "steps_per_execution"},
-    )  # fmt: skip
+        execution={
+            k_: v
+            for k_, v in to_plain(cfg.get("execution") or {}).items()
+            if k_ != "steps_per_execution"
+        },
+    )
     if k > 1:
         model.steps_per_execution = k
     check_batch_norm(dm, model)
@@ -77,8 +80,16 @@ def check_batch_norm(dm: DataModule, model: Classifier) -> None:
 
 # What the Classifier logs while fitting: what EarlyStopping and ModelCheckpoint can monitor.
 # tests/test_reliability.py checks it against a real run's history, so it cannot fall behind.
-FIT_METRICS = ("val/loss", "val/acc", "val/acc_best", "train/loss", "train/acc",
-               "weights/l1", "weights/l2", "weights/sparsity")  # fmt: skip
+FIT_METRICS = (
+    "val/loss",
+    "val/acc",
+    "val/acc_best",
+    "train/loss",
+    "train/acc",
+    "weights/l1",
+    "weights/l2",
+    "weights/sparsity",
+)
 
 
 def config_callbacks(cfg: DictConfig) -> list[tuple[str, pl.Callback]]:
@@ -144,8 +155,10 @@ def build_trainer(
     has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     kwargs.setdefault("enable_checkpointing", has_ckpt)
     # Atomic checkpoint writes and weights-only loads, for every save and load the Trainer does.
-    plugins = [*(kwargs.pop("plugins", None) or []),
-               SafeCheckpointIO(trust=bool(cfg.get("trust_checkpoint")))]  # fmt: skip
+    plugins = [
+        *(kwargs.pop("plugins", None) or []),
+        SafeCheckpointIO(trust=bool(cfg.get("trust_checkpoint"))),
+    ]
     try:
         trainer = pl.Trainer(
             **kwargs,

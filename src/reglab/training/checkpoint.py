@@ -191,8 +191,12 @@ class MidEpochCheckpoint(pl.callbacks.ModelCheckpoint):
                 f"every_n_train_steps={every_n_train_steps} and train_time_interval="
                 f"{train_time_interval} are both set; set one of them to null"
             )
-        super().__init__(*args, every_n_train_steps=every_n_train_steps,
-                         train_time_interval=train_time_interval, **kwargs)  # fmt: skip
+        super().__init__(
+            *args,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            **kwargs,
+        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 >= trainer.num_training_batches:
@@ -226,8 +230,12 @@ class MidEpochResume(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         sums = getattr(pl_module, "sums", None)
         if sums is not None and sums.loss is not None and sums.seen:
-            checkpoint[self.KEY] = {"loss": sums.loss, "correct": sums.correct,
-                                    "nonfinite": sums.nonfinite, "seen": sums.seen}  # fmt: skip
+            checkpoint[self.KEY] = {
+                "loss": sums.loss,
+                "correct": sums.correct,
+                "nonfinite": sums.nonfinite,
+                "seen": sums.seen,
+            }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._pending = checkpoint.get(self.KEY)

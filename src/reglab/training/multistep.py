@@ -69,8 +69,12 @@ class MultiStepClassifier(Classifier):
 
 def check(execution) -> int:
     """``execution.steps_per_execution``, checked: an integer >= 1."""
-    return checks.number("execution.steps_per_execution", execution.get("steps_per_execution", 1),
-                         low=1, integer=True)  # fmt: skip
+    return checks.number(
+        "execution.steps_per_execution",
+        execution.get("steps_per_execution", 1),
+        low=1,
+        integer=True,
+    )
 
 
 def configure(dm, model: MultiStepClassifier, trainer_kwargs: dict, callbacks: list) -> None:
