@@ -144,3 +144,38 @@ def test_a_killed_comparison_resumes_to_the_same_table(tmp_path):
     assert table(killed) == table(clean)
     (sweep,) = (killed / "sweeps").iterdir()  # the restarts went on in the first folder
     assert len(runs(sweep)) == len(runs(next((clean / "sweeps").iterdir())))
+
+
+@pytest.mark.slow
+def test_a_technique_from_a_folder_outside_the_repository_joins_the_comparison(tmp_path):
+    """Arms come from Hydra's config search path: a YAML in the user's own folder is one."""
+    conf = tmp_path / "my_conf" / "regularizer"
+    conf.mkdir(parents=True)
+    (conf / "tiny_l2.yaml").write_text(
+        "# L2 from my own folder.\n"
+        "tiny_l2:\n"
+        "  _target_: reglab.regularizers.L2\n"
+        "  strength: 1.0e-3\n"
+        "  _search_:\n"
+        "    strength: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}\n"
+    )
+    r = cli(
+        "reglab-train",
+        "-m",
+        "experiment=compare",
+        "hydra/launcher=basic",
+        f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]",
+        "hydra.sweeper.protocol.arms=[tiny_l2]",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.protocol.design.looks=[2]",
+        "hydra.sweeper.protocol.cocktail.trials=0",
+        "hydra.sweeper.protocol.shared.trainer.max_epochs={type:int,low:2,high:2}",
+        "data.train_subset=50",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "sweeps").iterdir()
+    arms = {m["protocol"]["arm"] for m in runs(sweep) if m["protocol"]["stage"] == "test"}
+    assert arms == {BASELINE, "tiny_l2"}
+    tuned = [m for m in runs(sweep) if m["protocol"]["arm"] == "tiny_l2"]
+    assert all("regularizer.tiny_l2.strength" in m["protocol"]["params"] for m in tuned)
