@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from dotenv import load_dotenv
@@ -254,7 +255,6 @@ def log_report_table(sweep_dir: str | Path, config: Mapping) -> str | None:
 
 
 def _log_report_run(sweep_dir: Path, results: Path, lg_cfg: Mapping, config: Mapping) -> str:
-    import pandas as pd
     import wandb
 
     load_env_file()

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_class
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -93,8 +94,6 @@ def not_stackable(cfg: DictConfig) -> str | None:
 
 def _technique_cfgs(cfg: DictConfig) -> list:
     """The technique classes chosen, without building them (for the checks above)."""
-    from hydra.utils import get_class
-
     out = []
     for sub in (cfg.get("regularizer") or {}).values():
         if sub is not None and sub.get("_target_"):
