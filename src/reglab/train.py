@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -271,6 +272,8 @@ def process_age() -> float:
 @hydra.main(version_base="1.3", config_path=CONF_SOURCE, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    if multirun:  # a job's warnings go where its logging goes (a comparison's: its log file)
+        logging.captureWarnings(True)
     try:
         summaries = run_stack(cfg) if cfg.get("seeds") is not None else [run(cfg)]
     except Exception as e:  # any failure costs this job only; KeyboardInterrupt still stops all

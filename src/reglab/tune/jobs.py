@@ -93,6 +93,9 @@ class Runner:
             f"++protocol={override_value(job.record)}",
             f"tags={override_value(tags)}",
             f"hydra.sweep.subdir={override_value(job.subdir)}",
+            # The job's logging, its warnings included, goes to its own log file only: the
+            # console keeps one line per job and the progress line.
+            "hydra.job_logging.root.handlers=[file]",
         ]
         group = job.record.get("comparison") or "search"
         for key in self.wandb_keys:
@@ -147,7 +150,7 @@ def route_launcher_logs(path: Path) -> None:
         logger.handlers = [handler]
         logger.propagate = False
         logger.setLevel(logging.INFO)
-    say(f"per-job launch details: {path}")
+    say(f"per-job launch lines: {path}; each job's own log and warnings: train.log in its folder")
 
 
 def say(msg: str) -> None:
