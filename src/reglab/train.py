@@ -242,9 +242,14 @@ def print_result(cfg: DictConfig, summary: dict, where: Path | None = None) -> N
         if acc is not None
         else f"{VAL_ACC_BEST}={summary.get(VAL_ACC_BEST, float('nan')):.4f} (not tested)"
     )
+    path = Path(str(where or cfg.paths.output_dir)).resolve() / "metrics.json"
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        sweep = Path(str(HydraConfig.get().sweep.dir)).resolve()
+        if path.is_relative_to(sweep):  # a sweep's job: its place in the sweep, one short line
+            path = path.relative_to(sweep)
     print(
         f"reglab: {summary['name']} on {summary['data']}/{summary['model']}: "
-        f"{score} in {summary['wall_time_s']:.1f}s -> {where or cfg.paths.output_dir}/metrics.json"
+        f"{score} in {summary['wall_time_s']:.1f}s -> {path}"
     )
     if (
         cfg.get("target_acc") is not None and acc is not None

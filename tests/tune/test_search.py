@@ -54,12 +54,12 @@ def test_a_name_used_by_another_space_is_refused_and_one_driver_runs_it(tmp_path
     assert "study_name=mine was used by a different search" in r.stderr.strip().splitlines()[-1]
 
     busy = [*SEARCH, "hydra.sweeper.study_name=busy", "hydra.sweeper.n_trials=50"]
-    proc = popen_train(*busy, f"paths.log_dir={tmp_path}")
+    log_dir = tmp_path / "busy"  # its own: sweep.log appears once the first driver holds the lock
+    proc = popen_train(*busy, f"paths.log_dir={log_dir}")
     try:
-        log = tmp_path / "sweeps"
         kill_when(
             proc,
-            lambda: any(log.glob("*/sweep.log")) and _second_is_refused(busy, tmp_path),
+            lambda: any(log_dir.glob("sweeps/*/sweep.log")) and _second_is_refused(busy, log_dir),
             "a second driver refused",
         )
     finally:

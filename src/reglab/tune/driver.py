@@ -19,6 +19,8 @@ from reglab.tune.pruning import reference
 from reglab.tune.space import override_value
 from reglab.tune.studies import Study, lock, open_storage, storage_url
 
+GROUPS = ("regularizer", "augmentation")  # the multi-select technique groups
+
 
 def digest(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -150,7 +150,7 @@ def route_launcher_logs(path: Path) -> None:
         logger.handlers = [handler]
         logger.propagate = False
         logger.setLevel(logging.INFO)
-    say(f"per-job launch lines: {path}; each job's own log and warnings: train.log in its folder")
+    say(f"jobs' launch lines: {path} (each job's log and warnings: its train.log)")
 
 
 def say(msg: str) -> None:

@@ -43,13 +43,11 @@ from optuna.trial import TrialState
 from reglab.core.errors import ConfigError, fail
 from reglab.core.plan import BASELINE, COCKTAIL, USE, Protocol, Stage
 from reglab.stats import next_seeds, sequential
-from reglab.tune.driver import Driver, digest, param_overrides
+from reglab.tune.driver import GROUPS, Driver, digest, param_overrides
 from reglab.tune.jobs import Job, say
 from reglab.tune.search import Search
 from reglab.tune.space import describe, spec_space, suggest, technique_space
 from reglab.tune.studies import FINISHED, Study
-
-GROUPS = ("regularizer", "augmentation")
 
 
 def sweep(sweeper, arguments: list[str]) -> None:

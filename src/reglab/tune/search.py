@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from optuna.trial import TrialState
 
 from reglab.core.errors import ConfigError
 from reglab.core.plan import Stage
-from reglab.tune.driver import Driver, digest, param_overrides
+from reglab.tune.driver import GROUPS, Driver, digest, param_overrides
 from reglab.tune.jobs import Job, say
 from reglab.tune.space import describe, selected_space, spec_space
 
@@ -29,6 +29,15 @@ class Search(Driver):
                 "a search needs a space: hydra.sweeper.search={KEY: {type: float, "
                 "low: A, high: B}} or hydra.sweeper.search_techniques=true"
             )
+        for key in self.space:
+            if OmegaConf.select(cfg, key, default=MISSING) is MISSING:
+                group, _, rest = key.partition(".")
+                hint = (
+                    f"select it ({group}=[{rest.split('.')[0]}])" if group in GROUPS else "fix it"
+                )
+                raise ConfigError(
+                    f"hydra.sweeper.search: {key} is not a key of this run's config; {hint}"
+                )
         written = describe(self.space)
         name = (
             opts.study_name or f"{cfg.data.name}_{cfg.model.name}_search_{digest(written, fixed)}"
