@@ -37,6 +37,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FAST = ["debug=fast", "logger=csv", "callbacks=none"]
+# One short epoch that still logs (fast_dev_run replaces every logger by a dummy).
+ONE_SHORT_EPOCH = [
+    "callbacks=none",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]
 
 
 def compose_cfg(overrides: list[str], out_dir: Path, data_dir: Path | None = None):

@@ -18,18 +18,11 @@ import yaml
 
 from reglab.core.paths import ROOT_DIR
 
-from .conftest import compose_cfg, read_wandb_run
+from .conftest import ONE_SHORT_EPOCH, compose_cfg, read_wandb_run
 
 SWEEP_YAML = ROOT_DIR / "scripts" / "wandb_sweep.yaml"
 # Test-only overrides appended to the sweep's command: one short epoch.
-SHORT = [
-    "callbacks=none",
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
+SHORT = ONE_SHORT_EPOCH
 
 
 def free_port() -> int:

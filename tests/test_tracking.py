@@ -13,19 +13,11 @@ from omegaconf import OmegaConf
 
 from reglab.core.paths import CONF_DIR
 
-from .conftest import FAST, cli, compose_cfg, read_wandb_run, train
+from .conftest import FAST, ONE_SHORT_EPOCH, cli, compose_cfg, read_wandb_run, train
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 # Not fast_dev_run: Lightning replaces every logger by a dummy in that mode.
-TINY_WANDB = [
-    "logger=wandb",
-    "callbacks=none",
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
+TINY_WANDB = ["logger=wandb", *ONE_SHORT_EPOCH]
 
 
 def files_containing(root: Path, text: str) -> list[Path]:

@@ -177,6 +177,14 @@ class Comparison(Driver):
             spaces[arm] = {**technique_space(group, option, cfg[group][option]), **shared}
         return spaces
 
+    def tuning_job(self, stage, arm, folder, number, params, space, setting, ref) -> Job:
+        """Trial ``number`` of ``arm``: one member per tuning split, scored on validation."""
+        record = self.record(stage, arm, number, params, space)
+        choice = [*setting, *self.choice(arm, params)]
+        return Job(
+            stage, arm, f"{folder}/{number}", list(self.plan.tune_seeds), choice, record, ref
+        )
+
     def record(self, stage: str, arm: str, trial, params: dict, space: dict, look=None) -> dict:
         return {
             "comparison": self.name,
@@ -219,15 +227,8 @@ class Comparison(Driver):
             folder = f"{p}tune/{arm}"
 
             def make(number, params, ref, arm=arm, folder=folder):
-                record = self.record(Stage.TUNE, arm, number, params, spaces[arm])
-                return Job(
-                    Stage.TUNE,
-                    arm,
-                    f"{folder}/{number}",
-                    list(self.plan.tune_seeds),
-                    [*setting, *self.choice(arm, params)],
-                    record,
-                    ref,
+                return self.tuning_job(
+                    Stage.TUNE, arm, folder, number, params, spaces[arm], setting, ref
                 )
 
             studies.append((study, folder, spaces[arm], n, make))
@@ -410,14 +411,14 @@ class Comparison(Driver):
         say(f"stage 3 (cocktail): {budget} trials over {members}")
 
         def make(number, params, ref):
-            record = self.record(Stage.COCKTAIL_TUNE, COCKTAIL, number, params, space)
-            return Job(
+            return self.tuning_job(
                 Stage.COCKTAIL_TUNE,
                 COCKTAIL,
-                f"{p}cocktail_tune/{number}",
-                list(self.plan.tune_seeds),
-                [*setting, *self.choice(COCKTAIL, params)],
-                record,
+                f"{p}cocktail_tune",
+                number,
+                params,
+                space,
+                setting,
                 ref,
             )
 
