@@ -4,7 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from hydra_plugins.reglab_sweeper.reglab_sweeper import technique_options
+from reglab.cli import register_techniques
 from reglab.core.paths import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -18,8 +18,9 @@ def _compose(*overrides: str):
 
 def test_technique_group_has_one_option_per_technique_file():
     files = {p.stem for g in ("regularizer", "augmentation") for p in (CONF_DIR / g).glob("*.yaml")}
-    assert set(technique_options()) == files - {"none"}
-    for option, (group, name) in technique_options().items():
+    options = register_techniques()
+    assert set(options) == files - {"none"}
+    for option, (group, name) in options.items():
         cfg = _compose(f"+technique={option}")
         chosen = {g: sorted(cfg[g] or {}) for g in ("regularizer", "augmentation")}
         assert chosen == {g: [name] if g == group else [] for g in chosen}, option

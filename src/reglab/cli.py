@@ -23,6 +23,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
@@ -32,6 +33,7 @@ from reglab.core.config import run_name
 from reglab.core.errors import ConfigError, ReglabError, fail, require_extra
 from reglab.core.io import make_new_dir
 from reglab.core.paths import CONF_PACKAGE
+from reglab.core.plan import BASELINE
 from reglab.training.loggers import load_env_file
 
 # False while resume=true looks for the runs folder: composing then must not make a folder.
@@ -91,6 +93,27 @@ def options(group: str, overrides: Sequence[str] = (), config_name: str = "train
         loader = GlobalHydra.instance().config_loader()
         names = loader.get_group_options(group, ObjectType.CONFIG, config_name, search)
     return sorted(n for n in names if not n.startswith("_"))
+
+
+def register_techniques(
+    overrides: Sequence[str] = (), config_name: str = "train"
+) -> dict[str, tuple[str, str]]:
+    """The ``technique`` group, for plain sweeps over one technique at a time (a basic Hydra sweep
+    is a cartesian product, so "the baseline plus each technique alone" cannot be written over
+    the two multi-select groups; ``+technique=baseline,l2,mixup`` can). One option per option of
+    ``regularizer`` and ``augmentation`` on Hydra's search path, your own folders included.
+    Returns ``{option: (group, name)}``."""
+    store = ConfigStore.instance()
+    store.store(group="technique", name=BASELINE, node={}, package="_global_")
+    out: dict[str, tuple[str, str]] = {}
+    for group in ("regularizer", "augmentation"):
+        for name in options(group, overrides, config_name):
+            if name != "none":
+                option = name if name not in out else f"{group}_{name}"
+                out[option] = (group, name)
+                node = {"defaults": [{f"override /{group}": [name]}]}
+                store.store(group="technique", name=option, node=node, package="_global_")
+    return out
 
 
 def check_group_choices(overrides: list[str], config_name: str = "train") -> None:
@@ -198,6 +221,7 @@ def entry_point(main, config_name: str = "train", resume: bool = False):
         if not args and not kwargs:  # called as a console script: argv is the command line
             try:
                 check_extras(sys.argv[1:])
+                register_techniques(search_path_overrides(sys.argv[1:]), config_name)
                 check_group_choices(
                     [*task_overrides(sys.argv[1:]), *search_path_overrides(sys.argv[1:])],
                     config_name,

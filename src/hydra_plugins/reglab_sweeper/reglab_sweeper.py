@@ -21,8 +21,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import MISSING, DictConfig
 
-from reglab.core.paths import CONF_DIR
-from reglab.core.plan import BASELINE, Protocol
+from reglab.core.plan import Protocol
 
 
 # Samplers and pruners are options of their own groups, as in Hydra's Optuna plugin:
@@ -120,27 +119,6 @@ _pruners = {
 }
 for _name, _node in _pruners.items():
     _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="reglab")
-
-
-def technique_options() -> dict[str, tuple[str, str]]:
-    """``{option: (group, name)}``: every technique file shipped with reglab (``none`` aside)."""
-    options: dict[str, tuple[str, str]] = {}
-    for group in ("regularizer", "augmentation"):
-        for path in sorted((CONF_DIR / group).glob("*.yaml")):
-            if path.stem != "none" and not path.stem.startswith("_"):
-                option = path.stem if path.stem not in options else f"{group}_{path.stem}"
-                options[option] = (group, path.stem)
-    return options
-
-
-# The `technique` group, for plain sweeps over one technique at a time: a basic Hydra sweep is a
-# cartesian product, so "the baseline plus each technique alone" cannot be written over the two
-# multi-select groups. `+technique=baseline,l2,mixup` can. (A comparison does not need it: it
-# reads the groups' options from Hydra's search path, your own folders included.)
-_store.store(group="technique", name=BASELINE, node={}, package="_global_")
-for _option, (_group, _name) in technique_options().items():
-    _node = {"defaults": [{f"override /{_group}": [_name]}]}
-    _store.store(group="technique", name=_option, node=_node, package="_global_")
 
 
 class ReglabSweeper(Sweeper):
