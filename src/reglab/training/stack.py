@@ -189,13 +189,17 @@ class Member:
         if self.ema is not None:  # EMAWeightAveraging.on_train_batch_end, after the module's
             self.ema.update_parameters(self.module)
 
+    def _average_and_current(self):
+        """Pairs (the EMA average's tensor, the module's tensor): parameters, then buffers."""
+        average = itertools.chain(self.ema.module.parameters(), self.ema.module.buffers())
+        current = itertools.chain(self.module.parameters(), self.module.buffers())
+        return zip(average, current, strict=True)
+
     def swap_average(self) -> None:
         """EMAWeightAveraging._swap_models: validation scores the average."""
         if self.ema is None:
             return
-        average = itertools.chain(self.ema.module.parameters(), self.ema.module.buffers())
-        current = itertools.chain(self.module.parameters(), self.module.buffers())
-        for a, c in zip(average, current, strict=True):
+        for a, c in self._average_and_current():
             tmp = a.data.clone()
             a.data.copy_(c.data)
             c.data.copy_(tmp)
@@ -204,9 +208,7 @@ class Member:
         """EMAWeightAveraging.on_train_end: the average becomes the weights tested."""
         if self.ema is None:
             return
-        average = itertools.chain(self.ema.module.parameters(), self.ema.module.buffers())
-        current = itertools.chain(self.module.parameters(), self.module.buffers())
-        for a, c in zip(average, current, strict=True):
+        for a, c in self._average_and_current():
             c.data.copy_(a.data)
 
     def _step_schedulers(self, interval: str, count: int) -> None:
