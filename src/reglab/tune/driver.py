@@ -119,7 +119,7 @@ class Driver:
             if best:
                 value, arm = min(best) if self.opts.direction == "minimize" else max(best)
                 self.runner.progress.best = f"{arm} {self.opts.objective}={value:.4f}"
-            self.runner.progress.count(results)
+            self.runner.progress.count([m for r in results for m in r.members])
 
 
 def param_overrides(params: dict) -> list[str]:

@@ -20,20 +20,15 @@ and the console gets one progress line per round instead (``Progress``).
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reglab.core.plan import Stage
+from reglab.core.progress import Progress, route_launcher_logs, say  # noqa: F401 (say: re-exported)
 from reglab.training.loggers import is_wandb
 from reglab.tune.pruning import PRUNED_FILE
 from reglab.tune.space import override_value
-
-LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins")
 
 
 @dataclass
@@ -138,85 +133,3 @@ class Runner:
             self.sweeper.launcher.launch(batch, initial_job_idx=self.next_idx)
         self.next_idx += len(batch)
         return [read_result(f, j.seeds) for f, j in zip(folders, jobs, strict=True)]
-
-
-def route_launcher_logs(path: Path) -> None:
-    """Hydra's per-job override lines (hundreds of long lines) go to ``path`` only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
-    for name in LAUNCHER_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-    say(f"jobs' launch lines: {path} (each job's log and warnings: its train.log)")
-
-
-def say(msg: str) -> None:
-    print(f"reglab: {msg}", file=sys.stderr, flush=True)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
-
-
-class Progress:
-    """One line about the whole sweep: stage, runs done / planned, failed, running, elapsed,
-    ETA, best so far. Printed after every round; on a terminal it also updates in place while a
-    round runs, counting the members' metrics.json as they land (on any launcher, SLURM too)."""
-
-    def __init__(self):
-        self.start = time.time()
-        self.stage, self.planned, self.done, self.failed, self.best = "", 0, 0, 0, ""
-        self.live = sys.stderr.isatty()
-
-    def line(self, running: int = 0) -> str:
-        elapsed = time.time() - self.start
-        left = max(self.planned - self.done - running, 0) + running
-        eta = _clock(elapsed / self.done * left) if self.done else "?"
-        parts = [
-            f"[{self.stage}] {self.done}/{self.planned} runs done",
-            f"{self.failed} failed",
-            *([f"{running} running"] if running else []),
-            f"{_clock(elapsed)} elapsed, ETA {eta}",
-            *([f"best: {self.best}"] if self.best else []),
-        ]
-        return " | ".join(parts)[:200]
-
-    def count(self, results: list[Result]) -> None:
-        for r in results:
-            self.done += len(r.members)
-            self.failed += sum(1 for m in r.members if not m or m.get("status") != "ok")
-        say(self.line())
-
-    def watching(self, folders: list[Path], members: int):
-        return _Watch(self, folders, members)
-
-
-class _Watch:
-    def __init__(self, progress: Progress, folders: list[Path], members: int):
-        self.progress, self.folders, self.members = progress, folders, members
-        self.stop = threading.Event()
-
-    def _loop(self) -> None:
-        while not self.stop.wait(1.0):
-            landed = sum(1 for f in self.folders for _ in f.glob("seed_*/metrics.json"))
-            p = self.progress
-            p.done += landed
-            text = p.line(running=self.members - landed)
-            p.done -= landed
-            print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        if self.progress.live:
-            self.thread = threading.Thread(target=self._loop, daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        if self.progress.live:
-            self.thread.join()
-            print("\r\033[K", end="", file=sys.stderr, flush=True)

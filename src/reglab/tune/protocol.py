@@ -306,7 +306,7 @@ class Comparison(Driver):
                 study.tell(
                     number, value if ok else None, TrialState.COMPLETE if ok else TrialState.FAIL
                 )
-        self.runner.progress.count(results)
+        self.runner.progress.count([m for r in results for m in r.members])
 
     def seed_job(self, setting, stage, arm, seeds, look, tuned, spaces) -> Job:
         number, params = tuned.get(arm, (None, {}))
