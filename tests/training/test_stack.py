@@ -92,6 +92,37 @@ def test_each_member_equals_its_single_run(tmp_path):
     assert member["best_epoch"] == losses.index(min(losses))
 
 
+# Techniques that act around a plain MLP's forward: the members share one batched forward
+# (reglab.training.vectorize) and must still be their single runs. Mixup and affine draw random
+# numbers per batch, label smoothing and L2 change the loss, max-norm the weights after a step.
+AROUND = [
+    "regularizer=[l2,mixup,label_smoothing,max_norm,gradient_clipping,early_stopping]",
+    "augmentation=[affine]",
+    *ES,
+]
+
+
+def test_members_sharing_a_batched_forward_equal_their_single_runs(tmp_path, monkeypatch):
+    from reglab.training import stack
+
+    calls = []
+    batched = stack.batched_forward
+    monkeypatch.setattr(
+        stack, "batched_forward", lambda m, x: calls.append(len(m)) or batched(m, x)
+    )
+    out = run_stack(compose_cfg([*TINY, *AROUND, "seeds=[1,2,3]"], tmp_path / "stack"))
+    assert calls and max(calls) == 3  # one forward for the three members
+    for seed, member in zip((1, 3), (out[0], out[2]), strict=True):
+        single = run(
+            compose_cfg(
+                [*TINY, *AROUND, f"seed={seed}", f"data.split_seed={seed}"],
+                tmp_path / f"single{seed}",
+            )
+        )
+        close(stable(member), stable(single))
+    assert len({m["epochs_trained"] for m in out}) > 1  # early stopping stopped them apart
+
+
 def test_ema_members_average_their_own_weights(tmp_path):
     ema = ["regularizer=[ema,dropout]", "regularizer.ema.decay=0.9"]
     stack = run_stack(compose_cfg([*TINY, *ema, "seeds=[1,2]"], tmp_path / "stack"))
@@ -108,18 +139,22 @@ def test_a_tuning_member_never_touches_the_test_set(tmp_path):
     close(stable(stack[0]), stable(single))
 
 
-def test_a_diverging_member_fails_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("technique", ["regularizer=[l2]", "regularizer=[dropout]"])
+def test_a_diverging_member_fails_alone(technique, tmp_path, monkeypatch):
     from reglab.training import stack
 
-    step = stack.Member.step
+    # The MLP's members share a batched forward (Member.inputs starts their step); with
+    # dropout each steps alone (Member.step).
+    for name in ("inputs", "step"):
+        original = getattr(stack.Member, name)
 
-    def diverge_seed_2(self, x, y, batch_idx):  # seed 2's loss becomes NaN at its third step
-        if self.seed == 2 and self.steps == 2:
-            next(self.module.model.parameters()).data.fill_(float("nan"))
-        step(self, x, y, batch_idx)
+        def diverge_seed_2(self, *args, original=original):  # seed 2: NaN at its third step
+            if self.seed == 2 and self.steps == 2:
+                next(self.module.model.parameters()).data.fill_(float("nan"))
+            return original(self, *args)
 
-    monkeypatch.setattr(stack.Member, "step", diverge_seed_2)
-    out = run_stack(compose_cfg([*TINY, "model=mlp", "seeds=[1,2]"], tmp_path))
+        monkeypatch.setattr(stack.Member, name, diverge_seed_2)
+    out = run_stack(compose_cfg([*TINY, "model=mlp", technique, "seeds=[1,2]"], tmp_path))
     failed = json.loads((tmp_path / "seed_2" / "metrics.json").read_text())
     assert failed["status"] == "failed" and "loss became nan at step 3" in failed["error"]
     assert out[0]["status"] == "ok" and out[0]["epochs_trained"] == 4

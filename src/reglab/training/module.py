@@ -186,7 +186,11 @@ class Classifier(FastSetattr, pl.LightningModule):
 
     def step_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = self.transform(x, y, train=True)
-        logits = self(x)
+        return self.loss_of(self(x), y)
+
+    def loss_of(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of ``logits`` (of a transformed batch): cross-entropy, plus the
+        techniques' penalties; also added to the epoch's training sums."""
         loss = F.cross_entropy(logits, y, **self.loss_kwargs)
         total = loss
         for t in self.techniques.values():

@@ -47,6 +47,8 @@ from reglab.training.loggers import make_loggers, tracking_callbacks
 from reglab.training.module import Classifier
 from reglab.training.selection import BEST_EPOCH, VAL_LOSS, VAL_LOSS_BEST, Best, evaluate, test
 from reglab.training.speed import FastSetattr, PlainCudaCheck
+from reglab.training.vectorize import forward as batched_forward
+from reglab.training.vectorize import signature
 
 MEAN_KEYS = (VAL_LOSS, names.VAL_ACC, names.VAL_ACC_BEST)
 
@@ -169,6 +171,20 @@ class Member:
         self.optimizer.zero_grad()
         loss = self.module.step_loss(x, y)
         loss.backward()
+        self.update(loss, batch_idx)
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first half of ``step`` for a batched forward: the batch hooks, under the
+        member's random state."""
+        self.optimizer.zero_grad()
+        self.enter()
+        x, y = self.module.transform(x, y, train=True)
+        self.leave()
+        return x, y
+
+    def update(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """After the backward: clipping, the optimizer's step, schedulers, the divergence check,
+        the techniques' after-step hooks and the EMA update."""
         if self.clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             if self.clip.algorithm == "norm":
@@ -278,6 +294,10 @@ class Stack(FastSetattr, pl.LightningModule):
         self.member_modules = nn.ModuleList([m.module for m in members])
         self._training: list[Member] = []  # the members that train in the running epoch
         self._validated: list[Member] = []
+        # Members that may share a batched forward have equal signatures (None: never).
+        self._signatures = [
+            None if m.module.channels_last else signature(m.module.model) for m in members
+        ]
 
     def train_dataloader(self):
         return StackBatches(self.members, [m.dm.train_dataloader() for m in self.members])
@@ -301,9 +321,20 @@ class Stack(FastSetattr, pl.LightningModule):
             m.leave()
 
     def training_step(self, batch, batch_idx):
-        for m, b in zip(self.members, batch, strict=True):
-            if b is None or not m.live:
+        alone = []
+        for group in self._batches(batch):
+            if len(group) == 1:
+                alone.append(group[0])
                 continue
+            xs, ys = zip(*(m.inputs(*b) for m, b in group), strict=True)
+            logits = batched_forward([m.module.model for m, _ in group], xs)
+            totals = [
+                m.module.loss_of(z, y) for (m, _), z, y in zip(group, logits, ys, strict=True)
+            ]
+            torch.stack(totals).sum().backward()  # each member's own gradient, as alone
+            for (m, _), total in zip(group, totals, strict=True):
+                m.update(total, batch_idx)
+        for m, b in alone:
             m.enter()
             m.step(*b, batch_idx)
             m.leave()
@@ -330,9 +361,32 @@ class Stack(FastSetattr, pl.LightningModule):
             m.swap_average()
 
     def validation_step(self, batch, batch_idx):
-        for m, b in zip(self.members, batch, strict=True):
-            if b is not None and m in self._validated:
+        validated = [
+            b if m in self._validated else None for m, b in zip(self.members, batch, strict=True)
+        ]
+        for group in self._batches(validated, tta=False):
+            if len(group) == 1:
+                m, b = group[0]
                 m.module.validation_step(b, batch_idx)
+                continue
+            xs = [m.module.prepare(b[0], train=False) for m, b in group]
+            logits = batched_forward([m.module.model for m, _ in group], xs)
+            for (m, b), z in zip(group, logits, strict=True):
+                m.module.val_scores.update(z, b[1])
+
+    # ------------------------------------------------------------------ batched forward
+
+    def _batches(self, batch: list, tta: bool | None = None) -> list[list[tuple]]:
+        """The live members with a batch, as (member, batch) pairs grouped by what can share
+        one batched forward (``reglab.training.vectorize``); a group of one steps alone."""
+        out: dict[tuple, list[tuple]] = {}
+        for i, (m, b, key) in enumerate(zip(self.members, batch, self._signatures, strict=True)):
+            if b is None:
+                continue
+            if key is None or not m.live or (tta is False and m.module.tta):
+                key = ("alone", i)
+            out.setdefault((key, tuple(b[0].shape), tuple(b[1].shape)), []).append((m, b))
+        return list(out.values())
 
     def on_validation_epoch_end(self) -> None:
         rows = []
