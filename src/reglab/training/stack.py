@@ -183,15 +183,29 @@ class Member:
         return x, y
 
     def update(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """After the backward: clipping, the optimizer's step, schedulers, the divergence check,
-        the techniques' after-step hooks and the EMA update."""
+        """After the backward: clipping, the optimizer's step, then ``stepped``."""
+        self.clip_gradients()
+        self.step_optimizer()
+        self.stepped(loss, batch_idx)
+
+    def clip_gradients(self) -> None:
         if self.clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             if self.clip.algorithm == "norm":
                 nn.utils.clip_grad_norm_(params, self.clip.value)
             else:
                 nn.utils.clip_grad_value_(params, self.clip.value)
+
+    def step_optimizer(self) -> None:
+        """The member's optimizer step; ``Stack`` may replace it with one step of all members'
+        optimizers at once (``merge_optimizers``)."""
         self.optimizer.step()
+
+    def stepped(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """After the optimizer's step: schedulers, the divergence check, the techniques'
+        after-step hooks and the EMA update. The gradients are dropped: a merged step must
+        only move the members that computed one since."""
+        self.optimizer.zero_grad()
         self.steps += 1
         self._step_schedulers("step", batch_idx + 1)
         value = loss.item()
@@ -255,6 +269,25 @@ class Member:
         return not self.stopped
 
 
+# Optimizers whose update is elementwise, parameter by parameter: one optimizer over every
+# member's parameter groups updates each member exactly as its own would.
+MERGEABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def merge_optimizers(members: list[Member]) -> torch.optim.Optimizer | None:
+    """One optimizer over all members' parameter groups (the same group dicts: their learning
+    rates may differ), so one fused kernel call steps them all; None where the members' are
+    not all of one class in ``MERGEABLE`` or a scheduler holds one of them."""
+    optimizers = [m.optimizer for m in members]
+    kind = type(optimizers[0])
+    if kind not in MERGEABLE or any(
+        type(o) is not kind or m.schedulers for o, m in zip(optimizers, members, strict=True)
+    ):
+        return None
+    groups = [g for o in optimizers for g in o.param_groups]
+    return kind(groups, **optimizers[0].defaults)
+
+
 class StackBatches:
     """Batch ``i`` of every member at once (None for a member that is frozen or done)."""
 
@@ -292,6 +325,7 @@ class Stack(FastSetattr, pl.LightningModule):
         super().__init__()
         self.members = members
         self.member_modules = nn.ModuleList([m.module for m in members])
+        self._merged: torch.optim.Optimizer | None = None
         self._training: list[Member] = []  # the members that train in the running epoch
         self._validated: list[Member] = []
         # Members that may share a batched forward have equal signatures (None: never).
@@ -312,6 +346,10 @@ class Stack(FastSetattr, pl.LightningModule):
     def configure_optimizers(self):
         for m in self.members:
             m.configure()
+        self._merged = merge_optimizers(self.members)
+        if self._merged is not None:
+            for m in self.members:
+                m.step_optimizer = self._merged.step
         return None
 
     def on_fit_start(self) -> None:
@@ -332,8 +370,15 @@ class Stack(FastSetattr, pl.LightningModule):
                 m.module.loss_of(z, y) for (m, _), z, y in zip(group, logits, ys, strict=True)
             ]
             torch.stack(totals).sum().backward()  # each member's own gradient, as alone
+            for m, _ in group:
+                m.clip_gradients()
+            if self._merged is not None:  # one step moves every member that has a gradient
+                self._merged.step()
+            else:
+                for m, _ in group:
+                    m.step_optimizer()
             for (m, _), total in zip(group, totals, strict=True):
-                m.update(total, batch_idx)
+                m.stepped(total, batch_idx)
         for m, b in alone:
             m.enter()
             m.step(*b, batch_idx)
