@@ -40,7 +40,14 @@ from reglab.training.selection import (
     BestWeights,
     evaluate,
 )
-from reglab.training.stack import check_seeds, fit_stack, member_config, not_stackable
+from reglab.training.stack import (
+    check_seeds,
+    check_variants,
+    fit_stack,
+    member_config,
+    not_stackable,
+    variant_config,
+)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -169,24 +176,35 @@ def run(cfg: DictConfig) -> dict:
 def run_stack(cfg: DictConfig) -> list[dict]:
     """``seeds=[...]``: one member per seed in one Trainer (``reglab.training.stack``); member S
     writes ``seed_S/metrics.json``, the file its single run ``seed=S data.split_seed=S`` would
-    write (plus ``stack_size``), failed or not. What cannot be stacked (``not_stackable``) runs
-    as those single runs, one after another in this process."""
+    write (plus ``stack_size``), failed or not. With ``variants=[{dir: D, set: {...}}, ...]``
+    each seed of each variant is a member and writes ``D/seed_S/metrics.json``. What cannot be
+    stacked (``not_stackable``) runs as those single runs, one after another in this process."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_config(cfg)
     seeds = check_seeds(to_plain(cfg.seeds))
+    variants = [
+        (folder, variant_config(cfg, values) if values else cfg)
+        for folder, values in check_variants(to_plain(cfg.get("variants")))
+    ]
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    reason = not_stackable(cfg)
+    reason = next((r for _, v in variants if (r := not_stackable(v)) is not None), None)
+    if reason is None and cfg.get("scheduler") and len(variants) > 1:
+        if len({v.trainer.get("max_epochs") for _, v in variants}) > 1:
+            reason = "a scheduler, with variants of different trainer.max_epochs,"
     if reason is not None:
         print(f"reglab: seeds={seeds}: {reason} cannot be stacked; the seeds run one by one")
-        return [run_alone(cfg, s, out_dir / f"seed_{s}") for s in seeds]
+        return [
+            run_alone(v, s, out_dir / folder / f"seed_{s}") for folder, v in variants for s in seeds
+        ]
     summaries = []
-    for member, summary in fit_stack(cfg, seeds):
+    for member, summary in fit_stack(cfg, seeds, variants):
         summary.update(describe(member.cfg))
         summary["num_classes"] = int(member.module.hparams.num_classes)
-        folder = out_dir / f"seed_{member.seed}"
-        folder.mkdir(exist_ok=True)
+        summary["stack_member"] = member.where
+        folder = out_dir / member.where
+        folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / "metrics.json", summary)
         summaries.append(summary)
     return summaries
@@ -213,14 +231,19 @@ def record_failure(cfg: DictConfig, e: Exception) -> str:
     out = Path(cfg.paths.output_dir)
     seeds = cfg.get("seeds")
     # A stacked job that failed as a whole: each of its members failed (an outcome, not a gap).
-    targets = (
-        [(out / f"seed_{s}", member_config(cfg, s)) for s in seeds]
-        if isinstance(to_plain(seeds), Sequence) and all(isinstance(s, int) for s in seeds)
-        else [(out, cfg)]
-    )
+    targets = [(out, cfg)]
+    if isinstance(to_plain(seeds), Sequence) and all(isinstance(s, int) for s in seeds):
+        try:
+            variants = [
+                (d, variant_config(cfg, v) if v else cfg)
+                for d, v in check_variants(to_plain(cfg.get("variants")))
+            ]
+        except ConfigError:
+            variants = [("", cfg)]
+        targets = [(out / d / f"seed_{s}", member_config(c, s)) for d, c in variants for s in seeds]
     for folder, run_cfg in targets:
         if out.is_dir():
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(
                 folder / "metrics.json",
                 {
@@ -298,7 +321,7 @@ def _main(cfg: DictConfig) -> float | None:
     scores = []
     for summary in summaries:
         if summary["status"] == "ok":
-            stacked = Path(cfg.paths.output_dir) / f"seed_{summary['seed']}"
+            stacked = Path(cfg.paths.output_dir) / summary.get("stack_member", "")
             print_result(cfg, summary, stacked if cfg.get("seeds") is not None else None)
             scores.append(summary.get(VAL_ACC_BEST))
         else:

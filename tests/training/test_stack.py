@@ -33,7 +33,13 @@ ES = [
     "optimizer.lr=0.03",
     "trainer.max_epochs=6",
 ]
-UNSTABLE = ("wall_time_s", "stack_size", "stack_wall_time_s", "best_checkpoint")
+UNSTABLE = (
+    "wall_time_s",
+    "stack_size",
+    "stack_wall_time_s",
+    "stack_member",
+    "best_checkpoint",
+)
 
 
 def close(a, b, path="") -> None:
@@ -121,6 +127,51 @@ def test_members_sharing_a_batched_forward_equal_their_single_runs(tmp_path, mon
         )
         close(stable(member), stable(single))
     assert len({m["epochs_trained"] for m in out}) > 1  # early stopping stopped them apart
+
+
+def test_variants_of_one_job_equal_their_single_runs(tmp_path):
+    """Trials of a tuning study as one job: each variant sets its own learning rate, epochs and
+    penalty; each member is the single run of its values and seed, in its own folder."""
+    values = [
+        ("a", {"optimizer.lr": 0.01, "trainer.max_epochs": 3, "regularizer.l2.strength": 1e-3}),
+        ("b", {"optimizer.lr": 0.002, "trainer.max_epochs": 5, "regularizer.l2.strength": 1e-2}),
+    ]
+    variants = ",".join(
+        "{dir: " + d + ", set: {" + ", ".join(f"{k}: {v}" for k, v in kv.items()) + "}}"
+        for d, kv in values
+    )
+    base = [*TINY, "regularizer=[l2]", "trainer.max_epochs=4"]
+    out = run_stack(compose_cfg([*base, "seeds=[1,2]", f"variants=[{variants}]"], tmp_path / "s"))
+    assert [m["stack_member"] for m in out] == ["a/seed_1", "a/seed_2", "b/seed_1", "b/seed_2"]
+    assert [m["epochs_trained"] for m in out] == [3, 3, 5, 5]  # each stops at its own
+    for (d, kv), seed in (((values[0]), 1), ((values[1]), 2)):
+        written = json.loads((tmp_path / "s" / d / f"seed_{seed}" / "metrics.json").read_text())
+        single = run(
+            compose_cfg(
+                [
+                    *base,
+                    *(f"{k}={v}" for k, v in kv.items()),
+                    f"seed={seed}",
+                    f"data.split_seed={seed}",
+                ],
+                tmp_path / f"single_{d}",
+            )
+        )
+        close(stable(written), stable(json.loads(json.dumps(single))))
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ("[{dir: a, set: {optimizer.nope: 1}}]", "optimizer.nope is not a key"),
+        ("[{dir: a, set: {trainer.precision: 16}}]", "trainer.max_epochs only"),
+        ("[{dir: a},{dir: a}]", "share a dir"),
+        ("[{dir: /abs}]", "relative folder"),
+    ],
+)
+def test_bad_variants_are_refused_in_one_line(variants, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        run_stack(compose_cfg([*TINY, "seeds=[1]", f"variants={variants}"], tmp_path))
 
 
 def test_ema_members_average_their_own_weights(tmp_path):

@@ -19,17 +19,19 @@ that monitors a metric, more than one device, callbacks that act on the whole jo
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
@@ -118,11 +120,57 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def check_variants(variants) -> list[tuple[str, dict]]:
+    """``variants=[{dir: D, set: {key: value, ...}}, ...]``, checked: (dir, values) pairs, or
+    one unnamed variant without values. Each variant is the configuration with its ``set``
+    values; member S of variant D writes ``D/seed_S/metrics.json``."""
+    if variants is None:
+        return [("", {})]
+    example = "e.g. variants=[{dir: a, set: {optimizer.lr: 0.01}},{dir: b, set: {}}]"
+    if not isinstance(variants, (list, tuple)) or not variants:
+        raise ConfigError(f"variants must be a non-empty list of {{dir, set}} entries, {example}")
+    out = []
+    for v in variants:
+        ok = isinstance(v, dict) and set(v) <= {"dir", "set"} and isinstance(v.get("dir"), str)
+        if not ok or not v["dir"] or Path(v["dir"]).is_absolute() or ".." in Path(v["dir"]).parts:
+            raise ConfigError(
+                f"variants: {v!r} must be {{dir: <relative folder>, set: {{...}}}}, {example}"
+            )
+        values = v.get("set") or {}
+        trainer = [k for k in values if k.startswith("trainer.") and k != "trainer.max_epochs"]
+        if trainer:
+            raise ConfigError(
+                f"variants: {trainer[0]} is the whole job's Trainer setting; among trainer keys "
+                "a variant may set trainer.max_epochs only"
+            )
+        out.append((v["dir"], dict(values)))
+    if len({d for d, _ in out}) != len(out):
+        raise ConfigError(f"variants: two variants share a dir ({[d for d, _ in out]})")
+    return out
+
+
+def variant_config(cfg: DictConfig, values: dict) -> DictConfig:
+    """``cfg`` with a variant's values (dotted keys that the config has); ``variants`` cleared."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.variants = None
+    for key, value in values.items():
+        if OmegaConf.select(out, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"variants: {key} is not a key of the config")
+        OmegaConf.update(out, key, value, merge=False)
+    return out
+
+
+_ABSENT = object()
+
+
 class Member:
     """One seed: its config, data, Classifier, optimizer, random state and selection."""
 
-    def __init__(self, cfg: DictConfig | dict, seed: int):
+    def __init__(self, cfg: DictConfig | dict, seed: int, where: str | None = None):
         self.seed, self.cfg = seed, member_config(cfg, seed)
+        self.where = where or f"seed_{seed}"  # its folder in the job's
+        self.max_epochs = self.cfg.trainer.get("max_epochs")
         pl.seed_everything(seed, workers=True, verbose=False)
         self.dm, self.module = build(self.cfg)
         self.rng = torch.get_rng_state()
@@ -393,6 +441,9 @@ class Stack(FastSetattr, pl.LightningModule):
         # Members early stopping froze in this epoch's validation end it, as a single run does.
         trained = [m for m in self._training if m.error is None]
         rows = [m.end_epoch(self.current_epoch) for m in trained]
+        for m in trained:  # a variant with fewer epochs than the job's longest ends here
+            if m.max_epochs not in (None, -1) and m.epochs_trained >= m.max_epochs:
+                m.stopped = True
         if rows:
             self.log_dict(
                 {k: sum(float(r[k]) for r in rows) / len(rows) for k in ("train/loss", "train/acc")}
@@ -459,6 +510,9 @@ def build_stack_trainer(cfg: DictConfig, stack: Stack) -> pl.Trainer:
     ]
     kwargs = dict(to_plain(cfg.trainer))
     kwargs.pop("_target_", None)
+    epochs = [m.max_epochs for m in stack.members]
+    if None not in epochs and -1 not in epochs:
+        kwargs["max_epochs"] = max(epochs)  # variants may differ; each member stops at its own
     for t in stack.members[0].module.techniques.values():
         kwargs = t.trainer_kwargs(kwargs)  # the techniques' own checks and warnings
     for key in ("gradient_clip_val", "gradient_clip_algorithm"):  # per member (Member.step)
@@ -522,11 +576,16 @@ def summarize(m: Member, wall_time_s: float) -> dict:
     }
 
 
-def fit_stack(cfg: DictConfig, seeds: list[int]) -> list[tuple[Member, dict]]:
-    """Build every member, train them in one Trainer, and summarize each."""
+def fit_stack(
+    cfg: DictConfig, seeds: list[int], variants: list[tuple[str, DictConfig]] | None = None
+) -> list[tuple[Member, dict]]:
+    """Build every member (each seed of each variant: (dir, its config)), train them in one
+    Trainer, and summarize each."""
     start = time.time()
-    base = resolved(cfg)
-    members = [Member(base, s) for s in seeds]
+    members = []
+    for folder, variant in variants or [("", cfg)]:
+        base = resolved(variant)
+        members += [Member(base, s, f"{folder}/seed_{s}" if folder else None) for s in seeds]
     for m in members[1:]:
         if not isinstance(m.module, Classifier) or type(m.module) is not type(members[0].module):
             raise ConfigError("seeds=[...]: members must be plain Classifiers")
