@@ -1,9 +1,13 @@
 """The console of a sweep: one progress line (stage, runs done / planned, failed, running,
-elapsed, ETA, best so far), and Hydra's per-job launch lines routed to the sweep's log file."""
+elapsed, ETA, best so far), and Hydra's per-job launch lines routed to the sweep's log file.
+
+Used by the comparison and search driver (``reglab.tune.jobs.Runner``) and, for plain multiruns,
+by ``reglab.report.watch.SweepWatch``."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -25,8 +29,23 @@ def route_launcher_logs(path: Path) -> None:
     say(f"jobs' launch lines: {path} (each job's log and warnings: its train.log)")
 
 
+PREFIX = "reglab: "
+WIDTH = 200  # the longest console line a sweep prints (its prefix included)
+
+
 def say(msg: str) -> None:
-    print(f"reglab: {msg}", file=sys.stderr, flush=True)
+    print(f"{PREFIX}{msg}", file=sys.stderr, flush=True)
+
+
+def draw(text: str) -> None:
+    """``text`` in place of the terminal's current line, cut to the terminal's width (a line
+    that wraps could not be redrawn in place)."""
+    width = min(shutil.get_terminal_size().columns - 1, WIDTH)
+    print(f"\r\033[K{PREFIX}{text}"[: width + 4], end="", file=sys.stderr, flush=True)
+
+
+def clear() -> None:
+    print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def _clock(seconds: float) -> str:
@@ -47,15 +66,16 @@ class Progress:
     def line(self, running: int = 0) -> str:
         elapsed = time.time() - self.start
         left = max(self.planned - self.done - running, 0) + running
-        eta = _clock(elapsed / self.done * left) if self.done else "?"
+        eta = _clock(elapsed / self.done * left) if self.done and self.planned else "?"
+        of = f"/{self.planned}" if self.planned else ""  # 0: not known (another sweeper's)
         parts = [
-            f"[{self.stage}] {self.done}/{self.planned} runs done",
+            f"[{self.stage}] {self.done}{of} runs done",
             f"{self.failed} failed",
             *([f"{running} running"] if running else []),
             f"{_clock(elapsed)} elapsed, ETA {eta}",
             *([f"best: {self.best}"] if self.best else []),
         ]
-        return " | ".join(parts)[:200]
+        return " | ".join(parts)[: WIDTH - len(PREFIX)]
 
     def count(self, members: list[dict | None]) -> None:
         """Runs that finished: each one's metrics.json (None: it died before writing one)."""
@@ -80,7 +100,7 @@ class _Watch:
             p.done += landed
             text = p.line(running=self.members - landed)
             p.done -= landed
-            print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+            draw(text)
 
     def __enter__(self):
         if self.progress.live:
@@ -92,4 +112,4 @@ class _Watch:
         self.stop.set()
         if self.progress.live:
             self.thread.join()
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            clear()
