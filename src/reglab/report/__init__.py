@@ -15,6 +15,7 @@ flows:
     render.py    report.md and the terminal table
     build.py     build_report / write_report: the steps above, in order
     callback.py  ReportCallback: the report at the end of every Hydra multirun
+    watch.py     SweepWatch: a plain multirun's console (progress line, launch lines to a file)
     cli.py       reglab-report SWEEP_DIR
 """
 
@@ -45,11 +46,13 @@ from reglab.report.tuning import edges, tuning
 
 if TYPE_CHECKING:
     from reglab.report.callback import ReportCallback
+    from reglab.report.watch import SweepWatch
 
 __all__ = [
     "Report",
     "ReportCallback",
     "Sweep",
+    "SweepWatch",
     "best_on_validation",
     "build_report",
     "cocktail_vs_best",
@@ -80,4 +83,8 @@ def __getattr__(name: str):
         from reglab.report.callback import ReportCallback
 
         return ReportCallback
+    if name == "SweepWatch":  # Hydra's callback of plain multiruns: imports Hydra
+        from reglab.report.watch import SweepWatch
+
+        return SweepWatch
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
