@@ -1,5 +1,6 @@
-"""The dashboards users already have: optuna-dashboard on a study's SQLite file, and a W&B sweep
-(scripts/wandb_sweep.yaml) whose command the agent builds the way these tests do."""
+"""The dashboards users already have: optuna-dashboard on a study's SQLite file, a W&B sweep
+(scripts/wandb_sweep.yaml) whose command the agent builds the way these tests do, and a
+comparison's W&B runs, grouped by comparison and typed by stage."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from reglab.core.paths import ROOT_DIR
 
-from .conftest import ONE_SHORT_EPOCH, compose_cfg, read_wandb_run
+from .conftest import ONE_SHORT_EPOCH, cli, compose_cfg, read_wandb_run
 
 SWEEP_YAML = ROOT_DIR / "scripts" / "wandb_sweep.yaml"
 # Test-only overrides appended to the sweep's command: one short epoch.
@@ -149,3 +151,50 @@ def test_env_file_sets_the_wandb_project_and_entity(tmp_path, monkeypatch):
     cfg = compose_cfg(["logger=wandb"], tmp_path / "run")
     assert cfg.logger.wandb.project == "mine"
     assert cfg.logger.wandb.entity == "your-team"
+
+
+# ----------------------------------------------------------------------------- a comparison on W&B
+
+
+@pytest.mark.slow
+def test_a_comparisons_wandb_runs_are_grouped_by_comparison_and_typed_by_stage(tmp_path):
+    """The smallest comparison (baseline and l2: one tuning trial each, then 2 tested seeds each)
+    logged to W&B offline: each job's run says its comparison (group) and stage (job type)."""
+    r = cli(
+        "reglab-train",
+        "-m",
+        "experiment=compare",
+        "hydra/launcher=basic",
+        "hydra.sweeper.protocol.arms=[l2]",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.protocol.design.looks=[2]",
+        "hydra.sweeper.protocol.cocktail.trials=0",
+        "hydra.sweeper.protocol.shared.trainer.max_epochs={type:int,low:1,high:1}",
+        "data.train_subset=50",
+        "logger=wandb",
+        f"paths.log_dir={tmp_path}",
+        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"), "OMP_NUM_THREADS": "1"},
+    )
+    (sweep,) = (tmp_path / "sweeps").iterdir()
+    studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna' / 'optuna.db'}")
+    (name,) = {s.study_name.partition("/")[0] for s in studies}  # <comparison>/<stage>/<arm>
+    jobs = {}  # each job's W&B run (one per job, its seeds together) and its members' records
+    for run_dir in sweep.rglob("wandb/offline-run-*"):
+        job = run_dir.parents[1]
+        if job != sweep:  # the sweep's own run holds the report table
+            members = [json.loads(p.read_text()) for p in job.glob("seed_*/metrics.json")]
+            jobs[job.relative_to(sweep).as_posix()] = (read_wandb_run(run_dir)["run"], members)
+    assert sorted(jobs) == ["test/baseline/look0", "test/l2/look0", "tune/baseline/0", "tune/l2/0"]
+    for subdir, (run, members) in jobs.items():
+        assert members, subdir
+        assert run["group"] == name == members[0]["protocol"]["comparison"], subdir
+        assert run["job_type"] == subdir.split("/")[0] == members[0]["protocol"]["stage"], subdir
+        assert {"stage:" + run["job_type"], "arm:" + run["name"]} <= set(run["tags"]), subdir
+
+    # Every run trained. Known to fail: WandbRun.on_train_batch_start (training/loggers.py)
+    # reads one run's (x, y) batch, and a seeds=[...] job's batch is one (x, y) per member.
+    failed = [m for _, members in jobs.values() for m in members if m["status"] != "ok"]
+    if failed and all("in on_train_batch_start" in m["traceback"] for m in failed):
+        pytest.xfail("a seeds=[...] job with logger=wandb fails in WandbRun.on_train_batch_start")
+    assert [m.get("error") for m in failed] == []
+    assert r.returncode == 0, r.stderr[-3000:]
