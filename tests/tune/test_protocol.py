@@ -88,6 +88,10 @@ def test_tiny_comparison_end_to_end(tmp_path):
         assert m["seed"] in TUNE_SEEDS and not any(k.startswith("test/") for k in m)
         assert "optimizer.lr" in m["protocol"]["params"]  # the shared knobs, for every arm
     assert trials == {arm: {0, 1} for arm in [BASELINE, *ARMS]}
+    # Without a pruner an arm's trials train as one stacked job: 2 trials x the tuning splits.
+    splits = {m["seed"] for m in tune}
+    assert {m["stack_size"] for m in tune} == {2 * len(splits)}
+    assert {m["stack_member"] for m in tune} == {f"{t}/seed_{s}" for t in (0, 1) for s in splits}
 
     # Stage 2: tested seeds come from the looks, and no tuning seed is ever tested.
     test = by_stage["test"]

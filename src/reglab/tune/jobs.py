@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reglab.core.plan import Stage
+from reglab.core.plan import USE, Stage
 from reglab.core.progress import Progress, route_launcher_logs, say  # noqa: F401 (say: re-exported)
 from reglab.training.loggers import is_wandb
 from reglab.tune.pruning import PRUNED_FILE
@@ -77,9 +77,11 @@ class Runner:
         self.next_idx = 0
         self.validated: set[str] = set()
         self.progress = Progress()
+        pruner = str((cfg.hydra.sweeper.get("pruner") or {}).get("_target_", ""))
+        self.stack_trials = pruner in ("", "optuna.pruners.NopPruner")
         route_launcher_logs(self.sweep_dir / "sweep.log")
 
-    def overrides(self, job: Job) -> list[str]:
+    def overrides(self, job: Job, pruning: bool = True) -> list[str]:
         tags = list(dict.fromkeys([*self.tags, f"stage:{job.stage}", f"arm:{job.arm}"]))
         out = [
             *self.fixed,
@@ -96,18 +98,50 @@ class Runner:
         for key in self.wandb_keys:
             out.append(f"++logger.{key}.group={override_value(group)}")
             out.append(f"++logger.{key}.job_type={job.stage}")
-        if job.stage in Stage.TUNING:
+        if job.stage in Stage.TUNING and pruning:
             callback = {
                 "_target_": "reglab.tune.pruning.PruningCallback",
                 "reference": str(job.reference),
                 "flag": str(self.sweep_dir / job.subdir / PRUNED_FILE),
                 "monitor": self.monitor,
             }
-            out += [
-                f"++callbacks.optuna_pruning={override_value(callback)}",
-                "++trainer.limit_test_batches=0",
-            ]
+            out.append(f"++callbacks.optuna_pruning={override_value(callback)}")
+        if job.stage in Stage.TUNING:
+            out.append("++trainer.limit_test_batches=0")
         return [*out, *self.extra]
+
+    def stacked(self, jobs: list[Job]) -> list[str]:
+        """The overrides of one launched job that trains several trials of one study as the
+        variants of one stack (``variants=[...]``): each trial's values and protocol record,
+        in its own folder. No pruning callback: a stack cannot stop one member alone."""
+        parent = str(Path(jobs[0].subdir).parent)
+        variants = [
+            {
+                "dir": Path(j.subdir).name,
+                "set": {**trial_values(j.record["params"]), "protocol": j.record},
+            }
+            for j in jobs
+        ]
+        one = Job(
+            jobs[0].stage, jobs[0].arm, parent, jobs[0].seeds, shared(jobs[0]), jobs[0].record
+        )
+        out = self.overrides(one, pruning=False)
+        return [*out, f"variants={override_value(variants)}"]
+
+    def launches(self, jobs: list[Job]) -> list[list[Job]]:
+        """``jobs`` as launched: tuning trials of one study that differ only in their values
+        share one job when nothing is pruned (``hydra/sweeper/pruner=none``); others alone."""
+        if not self.stack_trials:
+            return [[j] for j in jobs]
+        out: dict[tuple, list[Job]] = {}
+        for i, j in enumerate(jobs):
+            key = (
+                (j.stage, j.arm, str(Path(j.subdir).parent), tuple(j.seeds), tuple(shared(j)))
+                if j.stage in Stage.TUNING
+                else i
+            )
+            out.setdefault(key, []).append(j)
+        return list(out.values())
 
     def run(self, jobs: list[Job]) -> list[Result]:
         """Launch ``jobs`` as one batch and read each job's members back. A member folder that
@@ -119,12 +153,14 @@ class Runner:
             (folder / PRUNED_FILE).unlink(missing_ok=True)
             for seed in job.seeds:
                 shutil.rmtree(folder / f"seed_{seed}", ignore_errors=True)
-        batch = [self.overrides(j) for j in jobs]
+        batch = [
+            self.stacked(group) if len(group) > 1 else self.overrides(group[0])
+            for group in self.launches(jobs)
+        ]
         # Composing costs a fraction of a second: check one job per stage here, so a bad
         # override stops the sweep with Hydra's message before anything is launched.
-        first = {
-            j.stage: b for j, b in zip(jobs, batch, strict=True) if j.stage not in self.validated
-        }
+        stages = [group[0].stage for group in self.launches(jobs)]
+        first = {st: b for st, b in zip(stages, batch, strict=True) if st not in self.validated}
         if first:
             self.sweeper.validate_batch_is_legal(list(first.values()))
             self.validated.update(first)
@@ -133,3 +169,15 @@ class Runner:
             self.sweeper.launcher.launch(batch, initial_job_idx=self.next_idx)
         self.next_idx += len(batch)
         return [read_result(f, j.seeds) for f, j in zip(folders, jobs, strict=True)]
+
+
+def trial_values(params: dict) -> dict:
+    """A trial's parameter values as config keys (the cocktail's on/off switches are group
+    choices, not values)."""
+    return {k: v for k, v in params.items() if not k.startswith(USE)}
+
+
+def shared(job: Job) -> list[str]:
+    """A job's overrides less its trial's values: what its study's other trials share."""
+    values = {f"{k}=" for k in trial_values(job.record.get("params") or {})}
+    return [o for o in job.overrides if not any(o.startswith(v) for v in values)]
