@@ -129,6 +129,23 @@ def test_members_sharing_a_batched_forward_equal_their_single_runs(tmp_path, mon
     assert len({m["epochs_trained"] for m in out}) > 1  # early stopping stopped them apart
 
 
+def test_members_stepped_by_one_merged_adamw_equal_their_single_runs(tmp_path, monkeypatch):
+    """Decoupled weight decay makes Adam AdamW; one optimizer steps both members' groups."""
+    from reglab.training import stack
+
+    merged = []
+    merge = stack.merge_optimizers
+    monkeypatch.setattr(
+        stack, "merge_optimizers", lambda ms: merged.append(merge(ms)) or merged[-1]
+    )
+    wd = [*TINY, "regularizer=[weight_decay]"]
+    out = run_stack(compose_cfg([*wd, "seeds=[1,2]"], tmp_path / "stack"))
+    single = run(compose_cfg([*wd, "seed=2", "data.split_seed=2"], tmp_path / "single"))
+    assert [type(o).__name__ for o in merged] == ["AdamW"]
+    assert len(merged[0].param_groups) == 4  # two members x (decayed weights, the rest)
+    close(stable(out[1]), stable(single))
+
+
 def test_variants_of_one_job_equal_their_single_runs(tmp_path):
     """Trials of a tuning study as one job: each variant sets its own learning rate, epochs and
     penalty; each member is the single run of its values and seed, in its own folder."""

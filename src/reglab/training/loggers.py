@@ -23,6 +23,7 @@ one line on how to log in and ``wandb sync`` it later.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -210,6 +211,12 @@ class WandbRun(pl.Callback):
         loggers = wandb_loggers(trainer.loggers)
         if not loggers or not trainer.is_global_zero:
             return
+        if isinstance(getattr(pl_module, "members", None), list):
+            # A stacked job (reglab.training.stack): the first member's batch, through its hooks.
+            pairs = [(m.module, b) for m, b in zip(pl_module.members, batch, strict=True) if b]
+            if not pairs:
+                return
+            pl_module, batch = pairs[0]
         x, y = batch[0][: self.n_images], batch[1][: self.n_images]
         # A private RNG stream: logging images must not change the augmentation draws of the
         # training itself, so a run is the same with and without W&B.
@@ -254,6 +261,16 @@ def log_report_table(sweep_dir: str | Path, config: Mapping) -> str | None:
         return None
 
 
+def comparison_of(sweep_dir: Path) -> str | None:
+    """The comparison a sweep folder holds (its jobs' W&B group), from a run's protocol record."""
+    for path in sweep_dir.rglob("seed_*/metrics.json"):
+        try:
+            return (json.loads(path.read_text()).get("protocol") or {}).get("comparison")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def _log_report_run(sweep_dir: Path, results: Path, lg_cfg: Mapping, config: Mapping) -> str:
     import wandb
 
@@ -267,7 +284,7 @@ def _log_report_run(sweep_dir: Path, results: Path, lg_cfg: Mapping, config: Map
     run = wandb.init(
         project=lg_cfg.get("project") or "reglab",
         entity=lg_cfg.get("entity"),
-        group=lg_cfg.get("group") or sweep_dir.name,
+        group=lg_cfg.get("group") or comparison_of(sweep_dir) or sweep_dir.name,
         name="report",
         job_type="report",
         tags=[str(t)[:64] for t in (config.get("tags") or [])],

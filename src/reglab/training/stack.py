@@ -45,7 +45,7 @@ from reglab.regularizers import (
     warmup_ema_avg_fn,
 )
 from reglab.training.assemble import build, config_callbacks, quiet_lightning
-from reglab.training.loggers import make_loggers, tracking_callbacks
+from reglab.training.loggers import finish_wandb, make_loggers, tracking_callbacks
 from reglab.training.module import Classifier
 from reglab.training.selection import BEST_EPOCH, VAL_LOSS, VAL_LOSS_BEST, Best, evaluate, test
 from reglab.training.speed import FastSetattr, PlainCudaCheck
@@ -333,7 +333,11 @@ def merge_optimizers(members: list[Member]) -> torch.optim.Optimizer | None:
     ):
         return None
     groups = [g for o in optimizers for g in o.param_groups]
-    return kind(groups, **optimizers[0].defaults)
+    # The base constructor: the groups are set up already, and the class's own arguments
+    # (e.g. AdamW's) need not round-trip through its defaults.
+    merged = kind.__new__(kind)
+    torch.optim.Optimizer.__init__(merged, groups, dict(optimizers[0].defaults))
+    return merged
 
 
 class StackBatches:
@@ -600,4 +604,22 @@ def fit_stack(
         summary = summarize(m, share)
         summary.update(stack_size=len(members), stack_wall_time_s=share * len(members))
         out.append((m, summary))
+    finish_wandb(trainer.loggers, job_summary([s for _, s in out]))  # the job's one W&B run
     return out
+
+
+def job_summary(summaries: list[dict]) -> dict:
+    """A stacked job's W&B summary: each metric's mean over the members that finished."""
+    ok = [s for s in summaries if s["status"] == "ok"]
+    keys = {k for s in ok for k, v in s.items() if isinstance(v, float) and k.startswith(PREFIXES)}
+    out = {k: sum(s[k] for s in ok) / len(ok) for k in sorted(keys) if all(k in s for s in ok)}
+    failed = len(summaries) - len(ok)
+    return {
+        "status": "failed" if failed else "ok",
+        "stack_size": len(summaries),
+        "failed": failed,
+        **out,
+    }
+
+
+PREFIXES = ("train/", "val/", "test/", "train_eval/", "gap/", "weights/")
