@@ -189,17 +189,20 @@ def run_stack(cfg: DictConfig) -> list[dict]:
     ]
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    reason = next((r for _, v in variants if (r := not_stackable(v)) is not None), None)
-    if reason is None and cfg.get("scheduler") and len(variants) > 1:
-        if len({v.trainer.get("max_epochs") for _, v in variants}) > 1:
+    alone, stacked = [], []
+    epochs = {v.trainer.get("max_epochs") for _, v in variants}
+    for folder, v in variants:
+        reason = not_stackable(v)
+        if reason is None and v.get("scheduler") and len(epochs) > 1:
             reason = "a scheduler, with variants of different trainer.max_epochs,"
-    if reason is not None:
-        print(f"reglab: seeds={seeds}: {reason} cannot be stacked; the seeds run one by one")
-        return [
-            run_alone(v, s, out_dir / folder / f"seed_{s}") for folder, v in variants for s in seeds
-        ]
-    summaries = []
-    for member, summary in fit_stack(cfg, seeds, variants):
+        if reason is not None:
+            where = f" ({folder})" if folder else ""
+            print(f"reglab: seeds={seeds}{where}: {reason} cannot be stacked; they run one by one")
+        (alone if reason else stacked).append((folder, v))
+    summaries = [
+        run_alone(v, s, out_dir / folder / f"seed_{s}") for folder, v in alone for s in seeds
+    ]
+    for member, summary in fit_stack(cfg, seeds, stacked) if stacked else []:
         summary.update(describe(member.cfg))
         summary["num_classes"] = int(member.module.hparams.num_classes)
         summary["stack_member"] = member.where
@@ -234,12 +237,15 @@ def record_failure(cfg: DictConfig, e: Exception) -> str:
     targets = [(out, cfg)]
     if isinstance(to_plain(seeds), Sequence) and all(isinstance(s, int) for s in seeds):
         try:
-            variants = [
-                (d, variant_config(cfg, v) if v else cfg)
-                for d, v in check_variants(to_plain(cfg.get("variants")))
-            ]
+            pairs = check_variants(to_plain(cfg.get("variants")))
         except ConfigError:
-            variants = [("", cfg)]
+            pairs = [("", {})]
+        variants = []
+        for d, values in pairs:
+            try:
+                variants.append((d, variant_config(cfg, values) if values else cfg))
+            except ConfigError:  # the error itself: each member in its own folder still
+                variants.append((d, cfg))
         targets = [(out / d / f"seed_{s}", member_config(c, s)) for d, c in variants for s in seeds]
     for folder, run_cfg in targets:
         if out.is_dir():

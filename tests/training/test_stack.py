@@ -5,9 +5,11 @@ import json
 import math
 
 import pytest
+from omegaconf import OmegaConf
 
 from reglab.core.errors import ConfigError
 from reglab.train import run, run_stack
+from reglab.tune.space import override_value
 
 from ..conftest import compose_cfg
 
@@ -177,13 +179,43 @@ def test_variants_of_one_job_equal_their_single_runs(tmp_path):
         close(stable(written), stable(json.loads(json.dumps(single))))
 
 
+def test_variants_of_different_techniques_equal_their_single_runs(tmp_path):
+    """Arms of a comparison as one job: a variant sets its technique groups whole (the nodes
+    the option YAMLs compose to), so members with different techniques share one stack; the
+    plain MLPs among them (l2, affine, the baseline) one batched forward."""
+    arms = {
+        "l2": ["regularizer=[l2]", "regularizer.l2.strength=0.01"],
+        "affine": ["augmentation=[affine]"],
+        "dropout": ["regularizer=[dropout]"],
+        "base": [],
+    }
+    nodes = {a: compose_cfg([*TINY, *o], tmp_path / "c") for a, o in arms.items()}
+    variants = [
+        {
+            "dir": a,
+            "set": {g: OmegaConf.to_container(c[g]) for g in ("regularizer", "augmentation")},
+        }
+        for a, c in nodes.items()
+    ]
+    out = run_stack(
+        compose_cfg([*TINY, "seeds=[1,2]", f"variants={override_value(variants)}"], tmp_path / "s")
+    )
+    assert [m["name"] for m in out[::2]] == ["l2", "affine", "dropout", "baseline"]
+    for arm in ("l2", "affine", "dropout"):
+        single = run(
+            compose_cfg([*TINY, *arms[arm], "seed=2", "data.split_seed=2"], tmp_path / arm)
+        )
+        written = json.loads((tmp_path / "s" / arm / "seed_2" / "metrics.json").read_text())
+        close(stable(written), stable(json.loads(json.dumps(single))))
+
+
 @pytest.mark.parametrize(
     "variants, message",
     [
         ("[{dir: a, set: {optimizer.nope: 1}}]", "optimizer.nope is not a key"),
         ("[{dir: a, set: {trainer.precision: 16}}]", "trainer.max_epochs only"),
         ("[{dir: a},{dir: a}]", "share a dir"),
-        ("[{dir: /abs}]", "relative folder"),
+        ("[{dir: ../up}]", "must be {dir: <folder>"),
     ],
 )
 def test_bad_variants_are_refused_in_one_line(variants, message, tmp_path):

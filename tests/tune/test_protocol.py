@@ -88,10 +88,17 @@ def test_tiny_comparison_end_to_end(tmp_path):
         assert m["seed"] in TUNE_SEEDS and not any(k.startswith("test/") for k in m)
         assert "optimizer.lr" in m["protocol"]["params"]  # the shared knobs, for every arm
     assert trials == {arm: {0, 1} for arm in [BASELINE, *ARMS]}
-    # Without a pruner an arm's trials train as one stacked job: 2 trials x the tuning splits.
+    # Without a pruner the trials train as stacked jobs; with the basic launcher (one job at a
+    # time) every arm's trials share one: 3 arms x 2 trials x the tuning splits, each member in
+    # its own trial's folder.
     splits = {m["seed"] for m in tune}
-    assert {m["stack_size"] for m in tune} == {2 * len(splits)}
-    assert {m["stack_member"] for m in tune} == {f"{t}/seed_{s}" for t in (0, 1) for s in splits}
+    assert {m["stack_size"] for m in tune} == {3 * 2 * len(splits)}
+    members = {Path(m["stack_member"]).relative_to(sweep).as_posix() for m in tune}
+    assert members == {
+        f"tune/{a}/{t}/seed_{s}" for a in [BASELINE, *ARMS] for t in (0, 1) for s in splits
+    }
+    # So do the arms' test seeds of a look, on their paired seeds.
+    assert {m["stack_size"] for m in by_stage["test"] if m["protocol"]["look"] == 0} == {6}
 
     # Stage 2: tested seeds come from the looks, and no tuning seed is ever tested.
     test = by_stage["test"]

@@ -123,7 +123,8 @@ def resolved(cfg: DictConfig) -> dict:
 def check_variants(variants) -> list[tuple[str, dict]]:
     """``variants=[{dir: D, set: {key: value, ...}}, ...]``, checked: (dir, values) pairs, or
     one unnamed variant without values. Each variant is the configuration with its ``set``
-    values; member S of variant D writes ``D/seed_S/metrics.json``."""
+    values; member S of variant D writes ``D/seed_S/metrics.json`` (D relative to the job's
+    folder, or absolute)."""
     if variants is None:
         return [("", {})]
     example = "e.g. variants=[{dir: a, set: {optimizer.lr: 0.01}},{dir: b, set: {}}]"
@@ -132,10 +133,8 @@ def check_variants(variants) -> list[tuple[str, dict]]:
     out = []
     for v in variants:
         ok = isinstance(v, dict) and set(v) <= {"dir", "set"} and isinstance(v.get("dir"), str)
-        if not ok or not v["dir"] or Path(v["dir"]).is_absolute() or ".." in Path(v["dir"]).parts:
-            raise ConfigError(
-                f"variants: {v!r} must be {{dir: <relative folder>, set: {{...}}}}, {example}"
-            )
+        if not ok or not v["dir"] or ".." in Path(v["dir"]).parts:
+            raise ConfigError(f"variants: {v!r} must be {{dir: <folder>, set: {{...}}}}, {example}")
         values = v.get("set") or {}
         trainer = [k for k in values if k.startswith("trainer.") and k != "trainer.max_epochs"]
         if trainer:

@@ -3,7 +3,6 @@ rounds that fill the studies' budgets of tuning trials (pruned against earlier r
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from statistics import mean
@@ -14,16 +13,12 @@ from optuna.trial import TrialState
 from reglab.core.errors import ConfigError
 from reglab.core.io import write_json_atomic
 from reglab.core.plan import USE
-from reglab.tune.jobs import Result, Runner, say
+from reglab.tune.jobs import Result, Runner, digest, say  # noqa: F401 (digest: re-exported)
 from reglab.tune.pruning import reference
 from reglab.tune.space import override_value
 from reglab.tune.studies import Study, lock, open_storage, storage_url
 
 GROUPS = ("regularizer", "augmentation")  # the multi-select technique groups
-
-
-def digest(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 class Driver:

@@ -19,7 +19,9 @@ and the console gets one progress line per round instead (``Progress``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,9 @@ class Job:
     record: dict  # the protocol record (reglab.core.plan.RECORD_KEYS)
     reference: Path | None = None  # the pruning reference (tuning stages)
     trials: list = field(default_factory=list)  # the Optuna trials it answers, one per member
+    # Its technique groups as config values ({group: {option: node}}), which let jobs of
+    # different arms share one launched job; None: only its own overrides compose it.
+    groups: dict | None = None
 
 
 @dataclass
@@ -79,10 +84,14 @@ class Runner:
         self.progress = Progress()
         pruner = str((cfg.hydra.sweeper.get("pruner") or {}).get("_target_", ""))
         self.stack_trials = pruner in ("", "optuna.pruners.NopPruner")
+        self.parts = local_workers(cfg.hydra.get("launcher") or {})
         route_launcher_logs(self.sweep_dir / "sweep.log")
 
+    def job_tags(self, job: Job) -> list[str]:
+        return list(dict.fromkeys([*self.tags, f"stage:{job.stage}", f"arm:{job.arm}"]))
+
     def overrides(self, job: Job, pruning: bool = True) -> list[str]:
-        tags = list(dict.fromkeys([*self.tags, f"stage:{job.stage}", f"arm:{job.arm}"]))
+        tags = self.job_tags(job)
         out = [
             *self.fixed,
             *job.overrides,
@@ -111,37 +120,49 @@ class Runner:
         return [*out, *self.extra]
 
     def stacked(self, jobs: list[Job]) -> list[str]:
-        """The overrides of one launched job that trains several trials of one study as the
-        variants of one stack (``variants=[...]``): each trial's values and protocol record,
-        in its own folder. No pruning callback: a stack cannot stop one member alone."""
-        parent = str(Path(jobs[0].subdir).parent)
-        variants = [
-            {
-                "dir": Path(j.subdir).name,
-                "set": {**trial_values(j.record["params"]), "protocol": j.record},
-            }
-            for j in jobs
-        ]
+        """The overrides of one launched job that trains several jobs as the variants of one
+        stack (``variants=[...]``): each with its values, technique groups, protocol record and
+        tags, in its own folder. No pruning callback: a stack cannot stop one member alone."""
+        variants = []
+        for j in jobs:
+            # The groups first: a value may be a key inside them (regularizer.l2.strength).
+            values = {**(j.groups or {}), **trial_values(j.record["params"])}
+            values.update(protocol=j.record, tags=self.job_tags(j))
+            variants.append({"dir": str(self.sweep_dir / j.subdir), "set": values})
+        arms = {j.arm for j in jobs}
+        name = digest([j.subdir for j in jobs])
         one = Job(
-            jobs[0].stage, jobs[0].arm, parent, jobs[0].seeds, shared(jobs[0]), jobs[0].record
+            jobs[0].stage,
+            jobs[0].arm if len(arms) == 1 else "several",
+            f"{Path(jobs[0].subdir).parts[0]}/jobs/{name}",  # its own .hydra and train.log
+            jobs[0].seeds,
+            shared(jobs[0]),
+            jobs[0].record,
         )
         out = self.overrides(one, pruning=False)
         return [*out, f"variants={override_value(variants)}"]
 
     def launches(self, jobs: list[Job]) -> list[list[Job]]:
-        """``jobs`` as launched: tuning trials of one study that differ only in their values
-        share one job when nothing is pruned (``hydra/sweeper/pruner=none``); others alone."""
-        if not self.stack_trials:
-            return [[j] for j in jobs]
+        """``jobs`` as launched. Jobs of one stage on the same seeds whose technique groups can
+        be set as values share ``parts`` launched jobs (one per local worker), arms mixed; with
+        other launchers, tuning trials of one arm share one. Tuning trials are merged only when
+        nothing is pruned (``hydra/sweeper/pruner=none``): a stack cannot stop one member."""
         out: dict[tuple, list[Job]] = {}
         for i, j in enumerate(jobs):
-            key = (
-                (j.stage, j.arm, str(Path(j.subdir).parent), tuple(j.seeds), tuple(shared(j)))
-                if j.stage in Stage.TUNING
-                else i
-            )
+            tuning = j.stage in Stage.TUNING
+            if tuning and not self.stack_trials:
+                key = (i,)
+            elif j.groups is not None and self.parts:
+                key = ("mixed", j.stage, tuple(j.seeds), tuple(shared(j)))
+            elif tuning:
+                key = (j.stage, j.arm, str(Path(j.subdir).parent), tuple(j.seeds), tuple(shared(j)))
+            else:
+                key = (i,)
             out.setdefault(key, []).append(j)
-        return list(out.values())
+        launches = []
+        for key, group in out.items():
+            launches += balanced(group, self.parts) if key[0] == "mixed" else [group]
+        return launches
 
     def run(self, jobs: list[Job]) -> list[Result]:
         """Launch ``jobs`` as one batch and read each job's members back. A member folder that
@@ -178,6 +199,40 @@ def trial_values(params: dict) -> dict:
 
 
 def shared(job: Job) -> list[str]:
-    """A job's overrides less its trial's values: what its study's other trials share."""
+    """A job's overrides less its trial's values (and its technique choice, where its groups
+    are set as values): what the jobs launched with it share."""
     values = {f"{k}=" for k in trial_values(job.record.get("params") or {})}
+    values |= {f"{g}=" for g in job.groups or {}}
     return [o for o in job.overrides if not any(o.startswith(v) for v in values)]
+
+
+def digest(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def local_workers(launcher) -> int:
+    """How many launched jobs run at once on this machine (jobs of different arms are merged
+    into that many); 0 for a launcher that sends them elsewhere (SLURM: each arm its own)."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("BasicLauncher"):
+        return 1
+    if target.endswith("JoblibLauncher"):
+        n = launcher.get("n_jobs") or -1
+        return os.cpu_count() or 1 if n < 1 else int(n)
+    return 0
+
+
+def balanced(jobs: list[Job], parts: int) -> list[list[Job]]:
+    """``jobs`` in ``parts`` groups of about equal work (members x epochs), each in the
+    original order."""
+
+    def work(j: Job) -> int:
+        return len(j.seeds) * int((j.record.get("params") or {}).get("trainer.max_epochs") or 1)
+
+    bins: list[list[int]] = [[] for _ in range(max(1, min(parts, len(jobs))))]
+    load = [0] * len(bins)
+    for i in sorted(range(len(jobs)), key=lambda i: -work(jobs[i])):
+        k = load.index(min(load))
+        bins[k].append(i)
+        load[k] += work(jobs[i])
+    return [[jobs[i] for i in sorted(b)] for b in bins if b]

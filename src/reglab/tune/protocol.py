@@ -104,6 +104,7 @@ class Comparison(Driver):
         )
         super().__init__(sweeper, fixed, name, fingerprint)
         self.options = self.arm_options()
+        self.nodes: dict[str, dict | None] = {}  # per setting: each option's node (``groups``)
         self.arms = [BASELINE, *self.options]
         bad = set(self.plan.tune_seeds) & set(self.seeds(self.plan.design.looks[-1]))
         if bad:
@@ -149,8 +150,8 @@ class Comparison(Driver):
     def prefix(self, setting: list[str]) -> str:
         return ",".join(setting) + "/" if setting else ""
 
-    def choice(self, arm: str, params: dict) -> list[str]:
-        """The overrides that select ``arm`` (a cocktail: its members switched on)."""
+    def chosen(self, arm: str, params: dict) -> dict[str, list[str]]:
+        """The options that make ``arm``, per group (a cocktail: its members switched on)."""
         chosen = {g: [] for g in GROUPS}
         if arm == COCKTAIL:
             for key, on in params.items():
@@ -160,10 +161,26 @@ class Comparison(Driver):
         elif arm != BASELINE:
             group, option = self.options[arm]
             chosen[group].append(option)
+        return chosen
+
+    def choice(self, arm: str, params: dict) -> list[str]:
+        """The overrides that select ``arm`` and set its values."""
+        chosen = self.chosen(arm, params)
         return [f"{g}=[{','.join(o)}]" for g, o in chosen.items() if o] + param_overrides(params)
 
+    def groups(self, setting: list[str], arm: str, params: dict) -> dict | None:
+        """``arm``'s technique groups as config values ({group: {option: its node}}), with
+        which jobs of different arms share one launched job (``jobs.Runner.launches``); None
+        where an option's YAML reaches beyond its group (then each arm composes its own)."""
+        nodes = self.nodes.get(self.prefix(setting))
+        if nodes is None:
+            return None
+        return {g: {o: nodes[g][o] for o in opts} for g, opts in self.chosen(arm, params).items()}
+
     def spaces(self, setting: list[str]) -> dict[str, dict]:
-        """Each arm's space: its declared ``_search_`` plus the shared knobs."""
+        """Each arm's space: its declared ``_search_`` plus the shared knobs. Also keeps each
+        option's config node (``groups``) when every option's YAML sets its group only: the
+        config with all of them chosen equals the plain one outside the groups."""
         loader = self.sweeper.hydra_context.config_loader
         select = [
             f"{g}=[{','.join(o for a, (gg, o) in self.options.items() if gg == g)}]"
@@ -171,6 +188,12 @@ class Comparison(Driver):
             if any(gg == g for gg, _ in self.options.values())
         ]
         cfg = loader.load_sweep_config(self.cfg, [*self.fixed, *setting, *select])
+        plain = loader.load_sweep_config(self.cfg, [*self.fixed, *setting])
+        outside = [k for k in cfg if k not in (*GROUPS, "hydra")]
+        same = OmegaConf.masked_copy(cfg, outside) == OmegaConf.masked_copy(plain, outside)
+        self.nodes[self.prefix(setting)] = (
+            {g: OmegaConf.to_container(cfg[g]) for g in GROUPS} if same else None
+        )
         shared = spec_space("hydra.sweeper.protocol.shared", self.plan.shared)
         spaces = {BASELINE: dict(shared)}
         for arm, (group, option) in self.options.items():
@@ -181,9 +204,9 @@ class Comparison(Driver):
         """Trial ``number`` of ``arm``: one member per tuning split, scored on validation."""
         record = self.record(stage, arm, number, params, space)
         choice = [*setting, *self.choice(arm, params)]
-        return Job(
-            stage, arm, f"{folder}/{number}", list(self.plan.tune_seeds), choice, record, ref
-        )
+        job = Job(stage, arm, f"{folder}/{number}", list(self.plan.tune_seeds), choice, record, ref)
+        job.groups = self.groups(setting, arm, params)
+        return job
 
     def record(self, stage: str, arm: str, trial, params: dict, space: dict, look=None) -> dict:
         return {
@@ -312,7 +335,7 @@ class Comparison(Driver):
         number, params = tuned.get(arm, (None, {}))
         p = self.prefix(setting)
         record = self.record(stage, arm, number, params, spaces.get(arm, {}), look)
-        return Job(
+        job = Job(
             stage,
             arm,
             f"{p}{stage}/{arm}/look{look}",
@@ -320,6 +343,8 @@ class Comparison(Driver):
             [*setting, *self.choice(arm, params)],
             record,
         )
+        job.groups = self.groups(setting, arm, params)
+        return job
 
     def member(self, setting, arm: str, trial) -> dict | None:
         stage = Stage.COCKTAIL_TEST if arm == COCKTAIL else Stage.TEST
