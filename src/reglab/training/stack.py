@@ -376,7 +376,6 @@ class Stack(FastSetattr, pl.LightningModule):
         super().__init__()
         self.members = members
         self.member_modules = nn.ModuleList([m.module for m in members])
-        self._merged: torch.optim.Optimizer | None = None
         self._training: list[Member] = []  # the members that train in the running epoch
         self._validated: list[Member] = []
         # Members that may share a batched forward have equal signatures (None: never).
@@ -397,10 +396,16 @@ class Stack(FastSetattr, pl.LightningModule):
     def configure_optimizers(self):
         for m in self.members:
             m.configure()
-        self._merged = merge_optimizers(self.members)
-        if self._merged is not None:
-            for m in self.members:
-                m.step_optimizer = self._merged.step
+        # Per group of members that share a batched forward: one optimizer over their groups
+        # (a merged step walks every group it holds, so members stepped alone keep their own).
+        by_signature: dict[tuple, list[Member]] = {}
+        for m, key in zip(self.members, self._signatures, strict=True):
+            if key is not None:
+                by_signature.setdefault(key, []).append(m)
+        for group in by_signature.values():
+            merged = merge_optimizers(group) if len(group) > 1 else None
+            for m in group if merged is not None else []:
+                m.step_optimizer = merged.step
         return None
 
     def on_fit_start(self) -> None:
@@ -423,11 +428,10 @@ class Stack(FastSetattr, pl.LightningModule):
             torch.stack(totals).sum().backward()  # each member's own gradient, as alone
             for m, _ in group:
                 m.clip_gradients()
-            if self._merged is not None:  # one step moves every member that has a gradient
-                self._merged.step()
-            else:
-                for m, _ in group:
-                    m.step_optimizer()
+            # Members of a group share one merged optimizer (or each has its own): one call
+            # per distinct step function moves every member that has a gradient.
+            for step in dict.fromkeys(m.step_optimizer for m, _ in group):
+                step()
             for (m, _), total in zip(group, totals, strict=True):
                 m.stepped(total, batch_idx)
         for m, b in alone:

@@ -17,8 +17,8 @@ is swept, e.g. ``model=mlp,cnn``):
    next look's seeds; the baseline gets as many as the arm that has most.
 3. **cocktail**: the arms that beat the baseline on *validation* in stage 2 (never the test
    metric) are searched together (each on/off with its knobs). The search starts from every
-   member alone at its tuned values and from all of them together, so on validation it ends
-   no worse than its best member. The best combination is tested like an arm (step 2), as a
+   member alone at its tuned values and from all of them together, so on the tuning split it
+   ends no worse than its best member. The best combination is tested like an arm (step 2), as a
    family of its own.
 
 The state is the Optuna storage (``reglab.tune.studies``): one study per arm and stage, whose
