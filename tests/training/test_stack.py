@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 from reglab.core.errors import ConfigError
 from reglab.train import run, run_stack
-from reglab.tune.space import override_value
 
 from ..conftest import compose_cfg
 
@@ -197,8 +196,11 @@ def test_variants_of_different_techniques_equal_their_single_runs(tmp_path):
         }
         for a, c in nodes.items()
     ]
+    (tmp_path / "variants.json").write_text(json.dumps(variants))  # as a comparison passes them
     out = run_stack(
-        compose_cfg([*TINY, "seeds=[1,2]", f"variants={override_value(variants)}"], tmp_path / "s")
+        compose_cfg(
+            [*TINY, "seeds=[1,2]", f"variants={tmp_path / 'variants.json'}"], tmp_path / "s"
+        )
     )
     assert [m["name"] for m in out[::2]] == ["l2", "affine", "dropout", "baseline"]
     for arm in ("l2", "affine", "dropout"):
@@ -216,6 +218,7 @@ def test_variants_of_different_techniques_equal_their_single_runs(tmp_path):
         ("[{dir: a, set: {trainer.precision: 16}}]", "trainer.max_epochs only"),
         ("[{dir: a},{dir: a}]", "share a dir"),
         ("[{dir: ../up}]", "must be {dir: <folder>"),
+        ("/no/such/variants.json", "not a readable JSON list"),
     ],
 )
 def test_bad_variants_are_refused_in_one_line(variants, message, tmp_path):

@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reglab.core.io import write_json_atomic
 from reglab.core.plan import USE, Stage
 from reglab.core.progress import Progress, route_launcher_logs, say  # noqa: F401 (say: re-exported)
 from reglab.training.loggers import is_wandb
@@ -139,8 +140,10 @@ class Runner:
             shared(jobs[0]),
             jobs[0].record,
         )
-        out = self.overrides(one, pruning=False)
-        return [*out, f"variants={override_value(variants)}"]
+        path = self.sweep_dir / one.subdir / "variants.json"  # read by the job (run_stack)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, variants)
+        return [*self.overrides(one, pruning=False), f"variants={override_value(str(path))}"]
 
     def launches(self, jobs: list[Job]) -> list[list[Job]]:
         """``jobs`` as launched. Jobs of one stage on the same seeds whose technique groups can
