@@ -105,6 +105,7 @@ class Comparison(Driver):
         super().__init__(sweeper, fixed, name, fingerprint)
         self.options = self.arm_options()
         self.nodes: dict[str, dict | None] = {}  # per setting: each option's node (``groups``)
+        self.opened: dict[str, Study] = {}  # test studies by name (``test_study``)
         self.arms = [BASELINE, *self.options]
         bad = set(self.plan.tune_seeds) & set(self.seeds(self.plan.design.looks[-1]))
         if bad:
@@ -286,8 +287,13 @@ class Comparison(Driver):
             look += 1
 
     def test_study(self, setting, arm: str) -> Study:
+        """The study of ``arm``'s paired seeds, opened once (loading one costs ~20 ms, and the
+        looks ask for every arm's several times)."""
         stage = "cocktail_test" if arm == COCKTAIL else "test"
-        return Study(self.storage, f"{self.name}/{self.prefix(setting)}{stage}/{arm}", "maximize")
+        name = f"{self.name}/{self.prefix(setting)}{stage}/{arm}"
+        if name not in self.opened:
+            self.opened[name] = Study(self.storage, name, "maximize")
+        return self.opened[name]
 
     def run_seeds(self, setting, stage, need: dict[str, int], look: int, tuned, spaces) -> None:
         jobs = []
