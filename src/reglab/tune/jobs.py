@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reglab.core.io import write_json_atomic
@@ -131,7 +131,7 @@ class Runner:
             values.update(protocol=j.record, tags=self.job_tags(j))
             variants.append({"dir": str(self.sweep_dir / j.subdir), "set": values})
         arms = {j.arm for j in jobs}
-        name = digest([j.subdir for j in jobs])
+        name = digest([j.subdir for j in jobs], jobs[0].seeds)
         one = Job(
             jobs[0].stage,
             jobs[0].arm if len(arms) == 1 else "several",
@@ -165,6 +165,19 @@ class Runner:
         launches = []
         for key, group in out.items():
             launches += balanced(group, self.parts) if key[0] == "mixed" else [group]
+        # Fewer launched jobs than workers (the last looks, the cocktail's): halve the seeds of
+        # the biggest single job, so no core idles. Each half runs as a stack of its own.
+        while len(launches) < self.parts:
+            big = max(launches, key=lambda g: sum(len(j.seeds) for j in g))
+            if len(big) > 1 or len(big[0].seeds) < 2:
+                break
+            seeds = big[0].seeds
+            launches.remove(big)
+            half = len(seeds) // 2
+            launches += [
+                [replace(big[0], seeds=seeds[:half])],
+                [replace(big[0], seeds=seeds[half:])],
+            ]
         return launches
 
     def run(self, jobs: list[Job]) -> list[Result]:
@@ -177,13 +190,15 @@ class Runner:
             (folder / PRUNED_FILE).unlink(missing_ok=True)
             for seed in job.seeds:
                 shutil.rmtree(folder / f"seed_{seed}", ignore_errors=True)
+        launches = self.launches(jobs)
+        whole = {id(j) for j in jobs}  # a launched job not among these is half of one
         batch = [
-            self.stacked(group) if len(group) > 1 else self.overrides(group[0])
-            for group in self.launches(jobs)
+            self.stacked(g) if len(g) > 1 or id(g[0]) not in whole else self.overrides(g[0])
+            for g in launches
         ]
         # Composing costs a fraction of a second: check one job per stage here, so a bad
         # override stops the sweep with Hydra's message before anything is launched.
-        stages = [group[0].stage for group in self.launches(jobs)]
+        stages = [group[0].stage for group in launches]
         first = {st: b for st, b in zip(stages, batch, strict=True) if st not in self.validated}
         if first:
             self.sweeper.validate_batch_is_legal(list(first.values()))

@@ -453,6 +453,8 @@ class Comparison(Driver):
                 ref,
             )
 
-        self.tune([(study, f"{p}cocktail_tune", sample, budget, make)], len(members) + 1)
+        # The starts first; with no pruner to learn from them, all trials in one round.
+        per_round = budget if self.runner.stack_trials else len(members) + 1
+        self.tune([(study, f"{p}cocktail_tune", sample, budget, make)], per_round)
         best = study.best()
         return ((best.number, dict(best.params)) if best else None), space
