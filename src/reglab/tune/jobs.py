@@ -108,7 +108,7 @@ class Runner:
         for key in self.wandb_keys:
             out.append(f"++logger.{key}.group={override_value(group)}")
             out.append(f"++logger.{key}.job_type={job.stage}")
-        if job.stage in Stage.TUNING and pruning:
+        if job.stage in Stage.TUNING and pruning and job.reference is not None:
             callback = {
                 "_target_": "reglab.tune.pruning.PruningCallback",
                 "reference": str(job.reference),
