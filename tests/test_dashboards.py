@@ -178,21 +178,32 @@ def test_a_comparisons_wandb_runs_are_grouped_by_comparison_and_typed_by_stage(t
     (sweep,) = (tmp_path / "sweeps").iterdir()
     studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna' / 'optuna.db'}")
     (name,) = {s.study_name.partition("/")[0] for s in studies}  # <comparison>/<stage>/<arm>
-    jobs = {}  # each job's W&B run (one per job, its seeds together) and its members' records
+    jobs = {}  # each launched job's W&B run (one per job, all its members) and their records
     report = []
     for run_dir in sweep.rglob("wandb/offline-run-*"):
         job = run_dir.parents[1]
         if job == sweep:  # the sweep's own run holds the report table
             report.append(read_wandb_run(run_dir)["run"])
-        else:
-            members = [json.loads(p.read_text()) for p in job.glob("seed_*/metrics.json")]
-            jobs[job.relative_to(sweep).as_posix()] = (read_wandb_run(run_dir)["run"], members)
-    assert sorted(jobs) == ["test/baseline/look0", "test/l2/look0", "tune/baseline/0", "tune/l2/0"]
+            continue
+        listed = job / "variants.json"  # a job of several arms or trials lists their folders
+        folders = (
+            [Path(v["dir"]) for v in json.loads(listed.read_text())] if listed.is_file() else [job]
+        )
+        members = [
+            json.loads(p.read_text()) for f in folders for p in f.glob("seed_*/metrics.json")
+        ]
+        jobs[job.relative_to(sweep).as_posix()] = (read_wandb_run(run_dir)["run"], members)
+    # The basic launcher runs one job at a time: each stage's arms share one job.
+    assert sorted(k.split("/")[0] for k in jobs) == ["test", "tune"], sorted(jobs)
+    arms = {(m["protocol"]["stage"], m["protocol"]["arm"]) for _, ms in jobs.values() for m in ms}
+    assert arms == {(st, a) for st in ("tune", "test") for a in ("baseline", "l2")}
     for subdir, (run, members) in jobs.items():
         assert members, subdir
         assert run["group"] == name == members[0]["protocol"]["comparison"], subdir
-        assert run["job_type"] == subdir.split("/")[0] == members[0]["protocol"]["stage"], subdir
-        assert {"stage:" + run["job_type"], "arm:" + run["name"]} <= set(run["tags"]), subdir
+        assert (
+            {run["job_type"]} == {subdir.split("/")[0]} == {m["protocol"]["stage"] for m in members}
+        )
+        assert "stage:" + run["job_type"] in set(run["tags"]), subdir
 
     # Every run trained (a stacked job logs its first member's images), and the report run sits
     # in the comparison's group with its runs.
