@@ -54,3 +54,35 @@ def test_the_rebuilt_study_holds_the_references(tmp_path):
     study = study_of(reference(MEDIAN, "minimize", curves))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
     assert study.trials[1].intermediate_values == {0: 3.0}
+
+
+def test_runs_that_overfit_are_compared_by_their_best_so_far(tmp_path):
+    """Validation loss falls, then rises as a run overfits. Compared raw, a trial's best so far
+    beat the others' risen values at the first step past the warm-up, and the median pruner
+    pruned none of 200 trials in a full comparison."""
+    overfit = {0: 1.0, 1: 0.4, 2: 0.3, 3: 0.5, 4: 0.7}  # best 0.3 at epoch 2
+    curves = [("COMPLETE", 0.3, overfit), ("COMPLETE", 0.3, overfit)]
+    pruner = {**MEDIAN, "n_warmup_steps": 3}  # first judged at epoch 3, where they rose to 0.5
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps(reference(pruner, "minimize", curves)))
+
+    def stopped_at(values):
+        cb = PruningCallback(str(ref), str(tmp_path / "job" / "pruned.json"))
+        cb.on_fit_start(None, None)
+        for epoch, value in enumerate(values):
+            trainer = fake_trainer(epoch, value)
+            cb.on_validation_end(trainer, None)
+            if trainer.should_stop:
+                return epoch
+        return None
+
+    # Worse than both all along (best 0.45 against their 0.3), yet below their raw 0.5.
+    assert stopped_at([1.2, 0.9, 0.8, 0.45, 0.6]) == 3
+    assert stopped_at([1.0, 0.35, 0.25, 0.3, 0.4]) is None  # better: goes on
+    assert reference(pruner, "minimize", curves)["trials"][0]["curve"] == {
+        0: 1.0,
+        1: 0.4,
+        2: 0.3,
+        3: 0.3,
+        4: 0.3,
+    }

@@ -13,6 +13,14 @@ and stops training when the configured pruner says so. Two consequences:
 
 A pruned job writes ``flag`` (``pruned.json`` in its folder: the epoch); the driver tells the
 trial PRUNED.
+
+What is reported after each epoch is the BEST value of ``monitor`` so far (the running minimum
+of val/loss), for the trial and in the reference curves alike. Optuna's percentile pruners
+compare a trial's best intermediate value with the other trials' values at the same step; with
+the raw val/loss of a run that overfits (it falls, then rises), the others' values at step 8
+were already past their minimum while the trial's best was its minimum, so the median pruner
+pruned none of 200 trials in a full comparison. The running best is also what the objective
+(``val/loss_best``) scores.
 """
 
 from __future__ import annotations
@@ -31,12 +39,26 @@ PRUNED_FILE = "pruned.json"
 
 
 def reference(pruner: dict | None, direction: str, curves: list[tuple[str, float | None, dict]]):
-    """The content of a reference file: ``curves`` is ``(state, value, {epoch: value})``."""
+    """The content of a reference file: ``curves`` is ``(state, value, {epoch: value})``, each
+    curve turned into its running best."""
     return {
         "pruner": pruner,
         "direction": direction,
-        "trials": [{"state": s, "value": v, "curve": c} for s, v, c in curves],
+        "trials": [
+            {"state": s, "value": v, "curve": running_best(c, direction)} for s, v, c in curves
+        ],
     }
+
+
+def running_best(curve: dict, direction: str) -> dict:
+    """``{epoch: the best value up to that epoch}``."""
+    better = min if direction == "minimize" else max
+    out, best = {}, None
+    for epoch in sorted(curve, key=int):
+        value = float(curve[epoch])
+        best = value if best is None else better(best, value)
+        out[int(epoch)] = best
+    return out
 
 
 def study_of(ref: dict) -> optuna.Study:
@@ -61,9 +83,12 @@ class PruningCallback(pl.Callback):
         self.path, self.flag, self.monitor = Path(reference), Path(flag), monitor
         self.trial: optuna.Trial | None = None
         self.pruned_epoch: int | None = None
+        self.better, self.best = min, None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.trial = study_of(json.loads(self.path.read_text())).ask()
+        ref = json.loads(self.path.read_text())
+        self.better = min if ref["direction"] == "minimize" else max
+        self.trial = study_of(ref).ask()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.trial is None or self.pruned_epoch is not None:
@@ -72,7 +97,8 @@ class PruningCallback(pl.Callback):
         if value is None or not math.isfinite(float(value)):
             return  # the divergence check fails the run; a NaN would poison the median
         epoch = trainer.current_epoch
-        self.trial.report(float(value), epoch)
+        self.best = float(value) if self.best is None else self.better(self.best, float(value))
+        self.trial.report(self.best, epoch)
         if self.trial.should_prune():
             self.pruned_epoch = epoch
             trainer.should_stop = True
