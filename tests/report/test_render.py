@@ -92,3 +92,17 @@ def test_a_tuning_only_sweep_says_the_verdicts_are_still_to_come(comparison_swee
     md = (comparison_sweep / "report.md").read_text()
     assert "No test-stage run finished yet" in md
     assert (comparison_sweep / "strength_response.png").is_file()
+
+
+def test_a_cocktail_that_is_one_technique_alone_says_so():
+    """The search may choose one member alone at its tuned values: every paired difference is
+    then exactly 0, and the sentence names it instead of printing an interval [-inf, +inf]."""
+    from reglab.report.render import _cocktail_sentence
+
+    s = pd.DataFrame({"technique": ["cocktail"], "verdict": ["equivalent"]})
+    same = {"best_single": "max_norm", "n": 5, "mean_diff": 0.0, "p_value": 1.0}
+    same.update(ci_low=float("-inf"), ci_high=float("inf"), val_mean=0.52, cocktail_val_mean=0.52)
+    line = _cocktail_sentence(same, s)
+    assert "max_norm** alone at its tuned values" in line and "inf" not in line
+    worse = {**same, "mean_diff": -0.02, "ci_low": -0.03, "ci_high": -0.01, "p_value": 0.001}
+    assert "the cocktail is worse" in _cocktail_sentence(worse, s)

@@ -192,6 +192,13 @@ def _cocktail_sentence(c, s: pd.DataFrame) -> str:
         vs_base = f"{mine['verdict'].iloc[0]} against the baseline"
     if _nan(c.get("ci_low")):
         outcome = "too few common seeds to test"
+    elif c["mean_diff"] == 0 and math.isinf(c["ci_low"]) and math.isinf(c["ci_high"]):
+        # Every difference is exactly 0: the search chose that technique alone, as tuned.
+        return (
+            f"**Cocktail**: {vs_base}; it is **{c['best_single']}** alone at its tuned values "
+            f"(the best single technique on validation): the same result on all {c['n']} "
+            "paired seeds."
+        )
     elif c["ci_low"] > 0 or c["ci_high"] < 0:
         outcome = "better" if c["ci_low"] > 0 else "worse"
         outcome = f"the cocktail is {outcome} (one paired test, p = {c['p_value']:.3g})"
