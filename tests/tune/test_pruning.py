@@ -21,9 +21,9 @@ def fake_trainer(epoch: int, value: float):
     )
 
 
-def run(tmp_path, curves, values):
+def run(tmp_path, curves, values, pruner=MEDIAN):
     ref = tmp_path / "ref.json"
-    ref.write_text(json.dumps(reference(MEDIAN, "minimize", curves)))
+    ref.write_text(json.dumps(reference(pruner, "minimize", curves)))
     cb = PruningCallback(str(ref), str(tmp_path / "job" / "pruned.json"))
     cb.on_fit_start(None, None)
     for epoch, value in enumerate(values):
@@ -63,22 +63,10 @@ def test_runs_that_overfit_are_compared_by_their_best_so_far(tmp_path):
     overfit = {0: 1.0, 1: 0.4, 2: 0.3, 3: 0.5, 4: 0.7}  # best 0.3 at epoch 2
     curves = [("COMPLETE", 0.3, overfit), ("COMPLETE", 0.3, overfit)]
     pruner = {**MEDIAN, "n_warmup_steps": 3}  # first judged at epoch 3, where they rose to 0.5
-    ref = tmp_path / "ref.json"
-    ref.write_text(json.dumps(reference(pruner, "minimize", curves)))
-
-    def stopped_at(values):
-        cb = PruningCallback(str(ref), str(tmp_path / "job" / "pruned.json"))
-        cb.on_fit_start(None, None)
-        for epoch, value in enumerate(values):
-            trainer = fake_trainer(epoch, value)
-            cb.on_validation_end(trainer, None)
-            if trainer.should_stop:
-                return epoch
-        return None
 
     # Worse than both all along (best 0.45 against their 0.3), yet below their raw 0.5.
-    assert stopped_at([1.2, 0.9, 0.8, 0.45, 0.6]) == 3
-    assert stopped_at([1.0, 0.35, 0.25, 0.3, 0.4]) is None  # better: goes on
+    assert run(tmp_path, curves, [1.2, 0.9, 0.8, 0.45, 0.6], pruner) == 3
+    assert run(tmp_path, curves, [1.0, 0.35, 0.25, 0.3, 0.4], pruner) is None  # goes on
     assert reference(pruner, "minimize", curves)["trials"][0]["curve"] == {
         0: 1.0,
         1: 0.4,

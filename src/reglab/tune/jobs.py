@@ -91,7 +91,7 @@ class Runner:
     def job_tags(self, job: Job) -> list[str]:
         return list(dict.fromkeys([*self.tags, f"stage:{job.stage}", f"arm:{job.arm}"]))
 
-    def overrides(self, job: Job, pruning: bool = True) -> list[str]:
+    def overrides(self, job: Job) -> list[str]:
         tags = self.job_tags(job)
         out = [
             *self.fixed,
@@ -108,7 +108,7 @@ class Runner:
         for key in self.wandb_keys:
             out.append(f"++logger.{key}.group={override_value(group)}")
             out.append(f"++logger.{key}.job_type={job.stage}")
-        if job.stage in Stage.TUNING and pruning and job.reference is not None:
+        if job.stage in Stage.TUNING and job.reference is not None:  # None: nothing pruned
             callback = {
                 "_target_": "reglab.tune.pruning.PruningCallback",
                 "reference": str(job.reference),
@@ -143,7 +143,7 @@ class Runner:
         path = self.sweep_dir / one.subdir / "variants.json"  # read by the job (run_stack)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, variants)
-        return [*self.overrides(one, pruning=False), f"variants={override_value(str(path))}"]
+        return [*self.overrides(one), f"variants={override_value(str(path))}"]
 
     def launches(self, jobs: list[Job]) -> list[list[Job]]:
         """``jobs`` as launched. Jobs of one stage on the same seeds whose technique groups can
