@@ -20,14 +20,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchmetrics import MaxMetric, MeanMetric
 
 from reglab import models
 from reglab.augment import Pipeline
 from reglab.core import checks, names
 from reglab.core.errors import ConfigError, DivergenceError
 from reglab.core.technique import Technique, overrides
-from reglab.training.metrics import Scores, TrainSums, weight_stats
+from reglab.training.metrics import Scores, Sums, weight_stats
 from reglab.training.optim import build_optimizer, build_scheduler, check_optimizer
 from reglab.training.speed import FastSetattr
 
@@ -108,13 +107,11 @@ class Classifier(FastSetattr, pl.LightningModule):
         self.register_buffer("scale", 1.0 / (255.0 * self.std), persistent=False)
         self.register_buffer("shift", -self.mean / self.std, persistent=False)
 
-        self.val_scores = Scores(num_classes, "val")
+        # The test's scores are torchmetrics; each epoch's training and validation loss and
+        # accuracy are sums on the device (``Sums``), and val/acc_best is read off ``history``.
         self.test_scores = Scores(num_classes, "test", calibration=True)
         self.train_eval_scores = Scores(num_classes, "train_eval")
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
-        self.sums = TrainSums()
-        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
+        self.sums, self.val_sums = Sums(), Sums()
         self.history: list[dict] = []  # one row per epoch, for curves in the report
 
     # ------------------------------------------------------------------ the data path
@@ -229,7 +226,12 @@ class Classifier(FastSetattr, pl.LightningModule):
             )
 
     def validation_step(self, batch, batch_idx):
-        self.val_scores.update(self.predict_logits(batch[0]), batch[1])
+        self.score(self.val_sums, self.predict_logits(batch[0]), batch[1])
+
+    @staticmethod
+    def score(sums: Sums, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Adds an evaluation batch's loss and correct predictions to ``sums``."""
+        sums.add(F.cross_entropy(logits, y), logits, y)
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         scores = self.test_scores if dataloader_idx == 0 else self.train_eval_scores
@@ -245,12 +247,8 @@ class Classifier(FastSetattr, pl.LightningModule):
         by ``reglab.training.stack`` for each member of a stacked job."""
         s = self.sums
         self.check_finite(s.loss)
-        if s.seen:  # weighted means, which torchmetrics reduces across DDP ranks
-            self.train_loss.update(s.loss / s.seen, weight=s.seen)
-            self.train_acc.update(s.correct / s.seen, weight=s.seen)
+        row = s.means("train", self.reduce_sum)
         s.reset(self.device)
-        row = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
-        self.train_loss.reset(), self.train_acc.reset()
         row.update(weight_stats(self.model))
         self._history_row(row)
         return row
@@ -262,14 +260,21 @@ class Classifier(FastSetattr, pl.LightningModule):
 
     def val_epoch_row(self, sanity_check: bool = False) -> dict:
         """The epoch's validation metrics (added to ``history``); empty for a sanity check."""
-        row = self.val_scores.compute()
-        self.val_scores.reset()
+        row = self.val_sums.means("val", self.reduce_sum)
+        self.val_sums.reset(self.device)
         if sanity_check:
             return {}
-        self.val_acc_best.update(row[names.VAL_ACC])
-        row[names.VAL_ACC_BEST] = self.val_acc_best.compute()
+        # The best so far, this epoch's included: history comes back with a resumed run.
+        earlier = [r[names.VAL_ACC] for r in self.history if names.VAL_ACC in r]
+        row[names.VAL_ACC_BEST] = max([float(row[names.VAL_ACC]), *earlier])
         self._history_row(row)
         return row
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the processes of a distributed run (as is, in a single process)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
 
     def _history_row(self, row: dict) -> None:
         epoch = self.current_epoch
@@ -293,6 +298,8 @@ class Classifier(FastSetattr, pl.LightningModule):
         checkpoint["history"] = self.history
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Older checkpoints kept val/acc_best in a torchmetrics MaxMetric; history holds it now.
+        checkpoint.get("state_dict", {}).pop("val_acc_best.max_value", None)
         # Testing the best checkpoint of this run must not cut its history back to that epoch.
         if self._trainer is not None and self.trainer.state.fn != "fit" and self.history:
             return

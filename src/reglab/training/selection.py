@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from reglab.regularizers import EarlyStopping
-from reglab.training.metrics import Scores
+from reglab.training.metrics import Sums
 
 VAL_LOSS = "val/loss"
 VAL_LOSS_BEST = "val/loss_best"
@@ -104,14 +104,14 @@ class BestWeights(pl.Callback):
 @torch.no_grad()
 def evaluate(module, loader, prefix: str = "val") -> dict[str, float]:
     """``prefix/loss`` and ``prefix/acc`` of the module's current weights on a loader, in eval
-    mode: the same prediction path and metric objects as Lightning's validation."""
+    mode: the same prediction path and sums as Lightning's validation."""
     was_training = module.training
     module.eval()
-    scores = Scores(module.hparams.num_classes, prefix).to(module.device)
+    sums = Sums()
     for x, y in loader:
-        scores.update(module.predict_logits(x.to(module.device)), y.to(module.device))
+        module.score(sums, module.predict_logits(x.to(module.device)), y.to(module.device))
     module.train(was_training)
-    return {k: float(v) for k, v in scores.compute().items()}
+    return {k: float(v) for k, v in sums.means(prefix, module.reduce_sum).items()}
 
 
 @torch.no_grad()
