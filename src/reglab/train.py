@@ -145,15 +145,16 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> tuple[dict, pl.Trainer]:
     return summary, trainer
 
 
-def describe(cfg: DictConfig) -> dict:
+def describe(cfg: DictConfig | dict) -> dict:
     """What a run was: written into metrics.json, whether it succeeded or failed."""
+    data = cfg["data"]
     return {
         "name": run_name(cfg),
         "techniques": techniques_of(cfg),
         "seed": cfg.get("seed"),
-        "data": cfg.data.get("name"),
-        "model": cfg.model.get("name"),
-        "fold": cfg.data.get("fold") if cfg.data.get("num_folds") else None,
+        "data": data.get("name"),
+        "model": cfg["model"].get("name"),
+        "fold": data.get("fold") if data.get("num_folds") else None,
         "protocol": to_plain(cfg.get("protocol")),  # stage, technique, trial of a comparison
     }
 

@@ -102,27 +102,30 @@ def test_each_member_equals_its_single_run(tmp_path):
 # Techniques that act around a plain MLP's forward: the members share one batched forward
 # (reglab.training.vectorize) and must still be their single runs. Mixup and affine draw random
 # numbers per batch, label smoothing and L2 change the loss, max-norm the weights after a step.
-AROUND = [
-    "regularizer=[l2,mixup,label_smoothing,max_norm,gradient_clipping,early_stopping]",
-    "augmentation=[affine]",
-    *ES,
-]
+# Without a penalty the members' weights are slices of shared tensors (vectorize.Shared) until
+# early stopping stops one; with L2 they are stacked copies.
+REGULARIZERS = "mixup,label_smoothing,max_norm,gradient_clipping,early_stopping"
+AROUND = [f"regularizer=[{REGULARIZERS}]", "augmentation=[affine]", *ES]
 
 
-def test_members_sharing_a_batched_forward_equal_their_single_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("penalty", [False, True], ids=["shared", "l2"])
+def test_members_sharing_a_batched_forward_equal_their_single_runs(tmp_path, monkeypatch, penalty):
     from reglab.training import stack
 
     calls = []
     batched = stack.batched_forward
     monkeypatch.setattr(
-        stack, "batched_forward", lambda m, x: calls.append(len(m)) or batched(m, x)
+        stack,
+        "batched_forward",
+        lambda m, x, shared: calls.append((len(m), shared is not None)) or batched(m, x, shared),
     )
-    out = run_stack(compose_cfg([*TINY, *AROUND, "seeds=[1,2,3]"], tmp_path / "stack"))
-    assert calls and max(calls) == 3  # one forward for the three members
+    around = [f"regularizer=[l2,{REGULARIZERS}]", *AROUND[1:]] if penalty else AROUND
+    out = run_stack(compose_cfg([*TINY, *around, "seeds=[1,2,3]"], tmp_path / "stack"))
+    assert max(calls) == (3, not penalty)  # one forward for the three members
     for seed, member in zip((1, 3), (out[0], out[2]), strict=True):
         single = run(
             compose_cfg(
-                [*TINY, *AROUND, f"seed={seed}", f"data.split_seed={seed}"],
+                [*TINY, *around, f"seed={seed}", f"data.split_seed={seed}"],
                 tmp_path / f"single{seed}",
             )
         )

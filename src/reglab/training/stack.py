@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel
 from reglab.core import names
 from reglab.core.config import to_plain
 from reglab.core.errors import ConfigError
+from reglab.core.technique import overrides
 from reglab.regularizers import (
     EMA,
     EarlyStopping,
@@ -50,8 +51,8 @@ from reglab.training.loggers import finish_wandb, make_loggers, tracking_callbac
 from reglab.training.module import Classifier
 from reglab.training.selection import BEST_EPOCH, VAL_LOSS, VAL_LOSS_BEST, Best, evaluate, test
 from reglab.training.speed import FastSetattr, PlainCudaCheck
+from reglab.training.vectorize import Shared, signature
 from reglab.training.vectorize import forward as batched_forward
-from reglab.training.vectorize import signature
 
 MEAN_KEYS = (VAL_LOSS, names.VAL_ACC, names.VAL_ACC_BEST)
 
@@ -106,15 +107,15 @@ def _technique_cfgs(cfg: DictConfig) -> list:
     return out
 
 
-def member_config(cfg: DictConfig | dict, seed: int) -> DictConfig:
-    """The config of the single run that member ``seed`` is: ``seed=S data.split_seed=S``.
+def member_config(cfg: DictConfig | dict, seed: int) -> dict:
+    """The config of the single run that member ``seed`` is: ``seed=S data.split_seed=S``, as
+    plain dicts (``assemble.build`` takes them).
 
     From ``cfg`` resolved once to plain containers (``resolved``): copying and resolving the
-    composed config per member cost ~90 ms each, more than the member's training."""
-    base = resolved(cfg) if isinstance(cfg, DictConfig) else cfg
-    return OmegaConf.create(
-        {**base, "seed": seed, "seeds": None, "data": {**base["data"], "split_seed": seed}}
-    )
+    composed config per member cost ~90 ms each, and creating a DictConfig of it ~20 ms, more
+    than a digits member's training."""
+    base = copy.deepcopy(resolved(cfg) if isinstance(cfg, DictConfig) else cfg)  # its own
+    return {**base, "seed": seed, "seeds": None, "data": {**base["data"], "split_seed": seed}}
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -176,7 +177,7 @@ class Member:
     def __init__(self, cfg: DictConfig | dict, seed: int, where: str | None = None):
         self.seed, self.cfg = seed, member_config(cfg, seed)
         self.where = where or f"seed_{seed}"  # its folder in the job's
-        self.max_epochs = self.cfg.trainer.get("max_epochs")
+        self.max_epochs = self.cfg["trainer"].get("max_epochs")
         pl.seed_everything(seed, workers=True, verbose=False)
         self.dm, self.module = build(self.cfg)
         self.rng = torch.get_rng_state()
@@ -358,6 +359,10 @@ def merge_optimizers(members: list[Member]) -> torch.optim.Optimizer | None:
     return merged
 
 
+def _penalized(m: Member) -> bool:
+    return any(overrides(t, "penalty") for t in m.module.techniques.values())
+
+
 class StackBatches:
     """Batch ``i`` of every member at once (None for a member that is frozen or done)."""
 
@@ -401,6 +406,7 @@ class Stack(FastSetattr, pl.LightningModule):
         self._signatures = [
             None if m.module.channels_last else signature(m.module.model) for m in members
         ]
+        self._shared: dict[int, Shared] = {}  # id(member) -> its group's shared weights
 
     def train_dataloader(self):
         return StackBatches(self.members, [m.dm.train_dataloader() for m in self.members])
@@ -439,6 +445,11 @@ class Stack(FastSetattr, pl.LightningModule):
             if key is not None:
                 by_signature.setdefault(key, []).append(m)
         for group in by_signature.values():
+            # The members are on their device by now. A penalty adds its own gradient to the
+            # weights', in an order autograd chooses: those members keep stacked copies.
+            if len(group) > 1 and not any(_penalized(m) for m in group):
+                shared = Shared([m.module.model for m in group])
+                self._shared.update({id(m): shared for m in group})
             merged = merge_optimizers(group) if len(group) > 1 else None
             for m in group if merged is not None else []:
                 m.step_optimizer = merged.step
@@ -457,11 +468,14 @@ class Stack(FastSetattr, pl.LightningModule):
                 alone.append(group[0])
                 continue
             xs, ys = zip(*(m.inputs(*b) for m, b in group), strict=True)
-            logits = batched_forward([m.module.model for m, _ in group], xs)
+            shared = self._shared.get(id(group[0][0]))
+            logits = batched_forward([m.module.model for m, _ in group], xs, shared)
             totals = [
                 m.module.loss_of(z, y) for (m, _), z, y in zip(group, logits, ys, strict=True)
             ]
             torch.stack(totals).sum().backward()  # each member's own gradient, as alone
+            if shared is not None:
+                shared.hand_out_gradients()
             for m, _ in group:
                 m.clip_gradients()
             # Members of a group share one merged optimizer (or each has its own): one call
@@ -509,7 +523,8 @@ class Stack(FastSetattr, pl.LightningModule):
                 m.module.validation_step(b, batch_idx)
                 continue
             xs = [m.module.prepare(b[0], train=False) for m, b in group]
-            logits = batched_forward([m.module.model for m, _ in group], xs)
+            shared = self._shared.get(id(group[0][0]))
+            logits = batched_forward([m.module.model for m, _ in group], xs, shared)
             for (m, b), z in zip(group, logits, strict=True):
                 m.module.score(m.module.val_sums, z, b[1])
 
@@ -601,7 +616,7 @@ def summarize(m: Member, wall_time_s: float) -> dict:
         best_epoch = m.epochs_trained - 1
         val_loss_best = evaluate(module, m.dm.val_dataloader())[VAL_LOSS]
     # A tuning trial (trainer.limit_test_batches=0) is scored on validation and never tested.
-    tests = m.cfg.trainer.get("limit_test_batches") != 0
+    tests = m.cfg["trainer"].get("limit_test_batches") != 0
     metrics = {
         k: as_logged(v) for k, v in {**fit_metrics, **(test(module, m.dm) if tests else {})}.items()
     }

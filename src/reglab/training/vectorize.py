@@ -3,13 +3,13 @@
 A small model's training step on the CPU is mostly per-operation overhead: the digits MLP's
 forward, backward and Adam step cost about 2 ms whatever the batch. Members whose models have
 the same weights' shapes and draw no random numbers in their forward are therefore run as ONE
-model over stacked weights (``torch.func.vmap`` of ``functional_call``): one batched matrix
-product per layer for all of them, forward and backward.
+model over stacked weights: one batched matrix product (``torch.bmm``) per layer for all of
+them, forward and backward.
 
 Each member keeps everything else of its own, exactly as in its single run: its batch hooks
 (augmentations, mixup, input noise) under its own random state, its loss and penalties, its
-gradient (the stacked weights are ``torch.stack`` of the members' own parameters, whose backward
-hands each member its slice), its optimizer, clipping, max-norm, EMA and selection. On the CPU
+gradient (its parameters are slices of the stacked weights, ``Shared``, and get their slice of
+the gradient), its optimizer, clipping, max-norm, EMA and selection. On the CPU
 the batched products give the very numbers of the members' own (tests/training/test_stack.py
 compares each member with its single run).
 
@@ -67,18 +67,67 @@ class _Linear(torch.autograd.Function):
         )
 
 
-def forward(models: Sequence[nn.Sequential], inputs: Sequence[torch.Tensor]) -> list:
+class Shared:
+    """The weights of members with one signature, kept as slices of one tensor per weight: a
+    forward of all of them multiplies by those tensors directly, with no copy into a stack and
+    no backward through one. Each member's parameters stay its own ``nn.Parameter`` objects
+    (its optimizer, clipping, max-norm and EMA see nothing else), whose data are views into
+    the shared tensors; ``hand_out_gradients`` gives each its slice of the gradient.
+
+    Create it once the members are on their device: moving a module replaces the data."""
+
+    def __init__(self, models: Sequence[nn.Sequential]):
+        self.models = list(models)
+        self.tensors: list[tuple[str, list[nn.Module], torch.Tensor]] = []
+        with torch.no_grad():
+            for index, layers in enumerate(zip(*self.models, strict=True)):
+                for name, _ in layers[0].named_parameters(recurse=False):
+                    shared = torch.stack([getattr(m, name) for m in layers])
+                    for i, m in enumerate(layers):
+                        getattr(m, name).data = shared[i]
+                    self.tensors.append((f"{index}.{name}", list(layers), shared.requires_grad_()))
+        self.by_name = {key: shared for key, _, shared in self.tensors}
+
+    def covers(self, models: Sequence[nn.Module]) -> bool:
+        """Whether ``models`` are all of these members, in order (a member that stopped or has
+        no batch this step leaves the others to a stacked copy)."""
+        return len(models) == len(self.models) and all(
+            a is b for a, b in zip(models, self.models, strict=True)
+        )
+
+    def weight(self, index: int, name: str) -> torch.Tensor | None:
+        return self.by_name.get(f"{index}.{name}")
+
+    def hand_out_gradients(self) -> None:
+        """Each member's slice of the shared tensors' gradients, as its parameters' ``grad``."""
+        for key, layers, shared in self.tensors:
+            if shared.grad is None:
+                continue
+            name = key.split(".", 1)[1]
+            for i, m in enumerate(layers):
+                getattr(m, name).grad = shared.grad[i]
+            shared.grad = None
+
+
+def forward(
+    models: Sequence[nn.Sequential], inputs: Sequence[torch.Tensor], shared: Shared | None = None
+) -> list:
     """Each model's output on its own input, one batched product per layer over the members'
-    stacked weights: on the CPU, bit for bit the numbers of each member's own forward and
-    backward (tests/training/test_stack.py)."""
+    stacked weights (``shared``'s tensors where it covers these models, else stacked copies):
+    on the CPU, bit for bit the numbers of each member's own forward and backward
+    (tests/training/test_stack.py)."""
     x = torch.stack(list(inputs))
-    for layers in zip(*models, strict=True):
+    direct = shared is not None and shared.covers(models)
+    for index, layers in enumerate(zip(*models, strict=True)):
         first = layers[0]
         if isinstance(first, nn.Flatten):
             x = x.flatten(2)
         elif isinstance(first, nn.Linear):
-            w = torch.stack([m.weight for m in layers])
-            b = None if first.bias is None else torch.stack([m.bias for m in layers])
+            if direct:
+                w, b = shared.weight(index, "weight"), shared.weight(index, "bias")
+            else:
+                w = torch.stack([m.weight for m in layers])
+                b = None if first.bias is None else torch.stack([m.bias for m in layers])
             x = _Linear.apply(x, w, b)
         elif type(first) in ACTIVATIONS:
             x = ACTIVATIONS[type(first)](x)
