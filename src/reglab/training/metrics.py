@@ -95,20 +95,15 @@ class Sums:
 
 @torch.no_grad()
 def weight_stats(model: nn.Module) -> dict[str, float]:
-    """L1 norm, L2 norm and sparsity over weight matrices and kernels. Each tensor's sums are
-    read in one transfer for all tensors (three ``.item()`` per tensor cost ~0.1 ms each on the
-    CPU, and a sync each on a GPU), then added in float64, tensor by tensor."""
-    weights = list(penalized_weights(model))
-    per_tensor = [
-        torch.stack([a.sum().double(), w.pow(2).sum().double(), (a < names.SPARSITY_THRESHOLD).sum()])
-        for w in weights
-        for a in [w.abs()]
-    ]
-    l1 = l2sq = small = 0.0
-    for a, b, c in torch.stack(per_tensor).tolist() if per_tensor else []:
-        l1, l2sq, small = l1 + a, l2sq + b, small + c
-    return {
-        "weights/l1": l1,
-        "weights/l2": math.sqrt(l2sq),
-        names.SPARSITY: small / max(sum(w.numel() for w in weights), 1),
-    }
+    """L1 norm, L2 norm and sparsity over weight matrices and kernels, as one flat vector: a
+    handful of operations and one read, whatever the number of layers (three reads per tensor
+    cost ~0.1 ms each on the CPU, and a sync each on a GPU)."""
+    weights = [w.detach().flatten() for w in penalized_weights(model)]
+    if not weights:
+        return {"weights/l1": 0.0, "weights/l2": 0.0, names.SPARSITY: 0.0}
+    w = torch.cat(weights) if len(weights) > 1 else weights[0]
+    a = w.abs()
+    l1, l2sq, small = torch.stack(  # float64: counts stay exact past 2**24 weights
+        [a.sum().double(), w.dot(w).double(), (a < names.SPARSITY_THRESHOLD).sum().double()]
+    ).tolist()
+    return {"weights/l1": l1, "weights/l2": math.sqrt(l2sq), names.SPARSITY: small / w.numel()}

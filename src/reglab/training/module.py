@@ -107,10 +107,9 @@ class Classifier(FastSetattr, pl.LightningModule):
         self.register_buffer("scale", 1.0 / (255.0 * self.std), persistent=False)
         self.register_buffer("shift", -self.mean / self.std, persistent=False)
 
-        # The test's scores are torchmetrics; each epoch's training and validation loss and
-        # accuracy are sums on the device (``Sums``), and val/acc_best is read off ``history``.
-        self.test_scores = Scores(num_classes, "test", calibration=True)
-        self.train_eval_scores = Scores(num_classes, "train_eval")
+        # Each epoch's training and validation loss and accuracy are sums on the device
+        # (``Sums``), val/acc_best is read off ``history``; the test's scores are torchmetrics,
+        # made when the test starts (``test_scores``).
         self.sums, self.val_sums = Sums(), Sums()
         self.history: list[dict] = []  # one row per epoch, for curves in the report
 
@@ -232,6 +231,23 @@ class Classifier(FastSetattr, pl.LightningModule):
     def score(sums: Sums, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Adds an evaluation batch's loss and correct predictions to ``sums``."""
         sums.add(F.cross_entropy(logits, y), logits, y)
+
+    @property
+    def test_scores(self) -> Scores:
+        """The test pool's scores (with calibration); made on first use, on the module's device:
+        building the metric objects of every member of a stacked job cost ~3 ms each."""
+        return self._scores("scores_test", "test", calibration=True)
+
+    @property
+    def train_eval_scores(self) -> Scores:
+        """The scores of the training images in eval mode (the generalization gap)."""
+        return self._scores("scores_train_eval", "train_eval")
+
+    def _scores(self, name: str, prefix: str, calibration: bool = False) -> Scores:
+        if name not in self._modules:
+            num_classes = self.hparams.num_classes
+            self.add_module(name, Scores(num_classes, prefix, calibration).to(self.device))
+        return self._modules[name]
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         scores = self.test_scores if dataloader_idx == 0 else self.train_eval_scores

@@ -78,14 +78,16 @@ class Shared:
 
     def __init__(self, models: Sequence[nn.Sequential]):
         self.models = list(models)
-        self.tensors: list[tuple[str, list[nn.Module], torch.Tensor]] = []
+        # (layer index and parameter name, the members' parameters, their shared tensor)
+        self.tensors: list[tuple[str, list[nn.Parameter], torch.Tensor]] = []
         with torch.no_grad():
             for index, layers in enumerate(zip(*self.models, strict=True)):
                 for name, _ in layers[0].named_parameters(recurse=False):
-                    shared = torch.stack([getattr(m, name) for m in layers])
-                    for i, m in enumerate(layers):
-                        getattr(m, name).data = shared[i]
-                    self.tensors.append((f"{index}.{name}", list(layers), shared.requires_grad_()))
+                    params = [getattr(m, name) for m in layers]
+                    shared = torch.stack(params)
+                    for i, p in enumerate(params):
+                        p.data = shared[i]
+                    self.tensors.append((f"{index}.{name}", params, shared.requires_grad_()))
         self.by_name = {key: shared for key, _, shared in self.tensors}
 
     def covers(self, models: Sequence[nn.Module]) -> bool:
@@ -100,12 +102,11 @@ class Shared:
 
     def hand_out_gradients(self) -> None:
         """Each member's slice of the shared tensors' gradients, as its parameters' ``grad``."""
-        for key, layers, shared in self.tensors:
+        for _, params, shared in self.tensors:
             if shared.grad is None:
                 continue
-            name = key.split(".", 1)[1]
-            for i, m in enumerate(layers):
-                getattr(m, name).grad = shared.grad[i]
+            for p, g in zip(params, shared.grad.unbind(), strict=True):
+                p.grad = g
             shared.grad = None
 
 
