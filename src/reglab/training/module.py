@@ -111,6 +111,7 @@ class Classifier(FastSetattr, pl.LightningModule):
         # (``Sums``), val/acc_best is read off ``history``; the test's scores are torchmetrics,
         # made when the test starts (``test_scores``).
         self.sums, self.val_sums = Sums(), Sums()
+        self._batch_steps: dict[tuple[bool, bool], list[Technique]] = {}
         self.history: list[dict] = []  # one row per epoch, for curves in the report
 
     # ------------------------------------------------------------------ the data path
@@ -123,14 +124,17 @@ class Classifier(FastSetattr, pl.LightningModule):
     def batch_steps(self, train: bool, targets: bool = True) -> list[Technique]:
         """The techniques whose ``batch`` hook runs on this batch: augmentations, then
         regularizers, in config order; without ``targets``, those that need none."""
-        steps = [*self.augment.steps.values(), *self.techniques.values()]
-        return [
-            t
-            for t in steps
-            if overrides(t, "batch")
-            and (train or not t.train_only)
-            and (targets or not t.needs_targets)
-        ]
+        key = (train, targets)
+        if key not in self._batch_steps:  # fixed once built; asked for every batch
+            steps = [*self.augment.steps.values(), *self.techniques.values()]
+            self._batch_steps[key] = [
+                t
+                for t in steps
+                if overrides(t, "batch")
+                and (train or not t.train_only)
+                and (targets or not t.needs_targets)
+            ]
+        return self._batch_steps[key]
 
     def transform(
         self, x: torch.Tensor, y: torch.Tensor | None, train: bool

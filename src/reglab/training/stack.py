@@ -232,8 +232,10 @@ class Member:
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The first half of ``step`` for a batched forward: the batch hooks, under the
-        member's random state."""
+        member's random state (untouched where no hook runs)."""
         self.drop_gradients()
+        if not self.module.batch_steps(train=True):
+            return self.module.transform(x, y, train=True)
         self.enter()
         x, y = self.module.transform(x, y, train=True)
         self.leave()
