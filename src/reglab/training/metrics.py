@@ -70,7 +70,7 @@ class Sums:
         with torch.no_grad():
             if self.loss is None:
                 self.reset(loss.device)
-            self.loss.add_(loss, alpha=len(hard))
+            self.loss.add_(loss * len(hard))  # as a stacked job's GroupSums adds it
             self.correct.add_((logits.argmax(1) == hard).sum())
         self.seen += len(hard)
 

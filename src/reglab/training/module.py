@@ -190,14 +190,22 @@ class Classifier(FastSetattr, pl.LightningModule):
 
     def loss_of(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training loss of ``logits`` (of a transformed batch): cross-entropy, plus the
-        techniques' penalties; also added to the epoch's training sums."""
-        loss = F.cross_entropy(logits, y, **self.loss_kwargs)
+        techniques' penalties; the cross-entropy is added to the epoch's training sums."""
+        loss = self.data_loss(logits, y)
+        self.sums.add(loss, logits, y if y.ndim == 1 else y.argmax(1))
+        return self.penalized(loss)
+
+    def data_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against hard or soft targets (label smoothing sets its kwargs)."""
+        return F.cross_entropy(logits, y, **self.loss_kwargs)
+
+    def penalized(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the techniques' penalties on the weights."""
         total = loss
         for t in self.techniques.values():
             p = t.penalty(self.model)
             if p is not None:
                 total = total + p
-        self.sums.add(loss, logits, y if y.ndim == 1 else y.argmax(1))
         return total
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

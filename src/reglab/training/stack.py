@@ -365,6 +365,38 @@ def _penalized(m: Member) -> bool:
     return any(overrides(t, "penalty") for t in m.module.techniques.values())
 
 
+class GroupSums:
+    """The training sums (``metrics.Sums``) of an epoch's members as slices of two tensors: a
+    group that shared a batched forward adds its members' losses and correct predictions in a
+    few operations, instead of five per member. Each member's ``sums.loss`` and ``.correct``
+    are views into them, so a member stepped alone adds to the same numbers, step by step, in
+    the same order and with the same operations as its single run."""
+
+    def __init__(self, members: list[Member], device: torch.device):
+        self.loss = torch.zeros(len(members), device=device)
+        self.correct = torch.zeros(len(members), device=device)
+        self.index = {id(m): i for i, m in enumerate(members)}
+        for i, m in enumerate(members):
+            sums = m.module.sums
+            sums.reset(device)
+            sums.loss, sums.correct = self.loss[i], self.correct[i]
+
+    @torch.no_grad()
+    def add(self, members: list[Member], losses: list, logits: torch.Tensor, ys) -> None:
+        """``Sums.add`` of each member: ``logits`` stacked [member, batch, class], ``ys`` the
+        members' hard or soft targets."""
+        rows = torch.tensor([self.index[id(m)] for m in members], device=logits.device)
+        hard = torch.stack(ys)
+        if hard.ndim == 3:  # soft targets (mixup): the class each mostly is
+            hard = hard.argmax(2)
+        n = hard.shape[1]
+        self.loss.index_add_(0, rows, torch.stack(losses) * n)
+        correct = (logits.argmax(2) == hard).sum(1)
+        self.correct.index_add_(0, rows, correct.to(self.correct.dtype))
+        for m in members:
+            m.module.sums.seen += n
+
+
 class StackBatches:
     """Batch ``i`` of every member at once (None for a member that is frozen or done)."""
 
@@ -409,6 +441,7 @@ class Stack(FastSetattr, pl.LightningModule):
             None if m.module.channels_last else signature(m.module.model) for m in members
         ]
         self._shared: dict[int, Shared] = {}  # id(member) -> its group's shared weights
+        self._sums: GroupSums | None = None  # the running epoch's training sums
 
     def train_dataloader(self):
         return StackBatches(self.members, [m.dm.train_dataloader() for m in self.members])
@@ -472,9 +505,10 @@ class Stack(FastSetattr, pl.LightningModule):
             xs, ys = zip(*(m.inputs(*b) for m, b in group), strict=True)
             shared = self._shared.get(id(group[0][0]))
             logits = batched_forward([m.module.model for m, _ in group], xs, shared)
-            totals = [
-                m.module.loss_of(z, y) for (m, _), z, y in zip(group, logits, ys, strict=True)
-            ]
+            members = [m for m, _ in group]
+            losses = [m.module.data_loss(z, y) for m, z, y in zip(members, logits, ys, strict=True)]
+            self._sums.add(members, losses, torch.stack(logits), ys)
+            totals = [m.module.penalized(loss) for m, loss in zip(members, losses, strict=True)]
             torch.stack(totals).sum().backward()  # each member's own gradient, as alone
             if shared is not None:
                 shared.hand_out_gradients()
@@ -495,6 +529,7 @@ class Stack(FastSetattr, pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._training = [m for m in self.members if m.live]
+        self._sums = GroupSums(self._training, self.device)
 
     def on_train_epoch_end(self) -> None:
         # Members early stopping froze in this epoch's validation end it, as a single run does.
