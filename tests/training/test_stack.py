@@ -184,10 +184,12 @@ def test_variants_of_one_job_equal_their_single_runs(tmp_path):
 def test_variants_of_different_techniques_equal_their_single_runs(tmp_path):
     """Arms of a comparison as one job: a variant sets its technique groups whole (the nodes
     the option YAMLs compose to), so members with different techniques share one stack; the
-    plain MLPs among them (l2, affine, the baseline) one batched forward."""
+    plain MLPs among them (l2, affine, mixup, the baseline) one batched forward, mixup's soft
+    targets beside the others' hard ones."""
     arms = {
         "l2": ["regularizer=[l2]", "regularizer.l2.strength=0.01"],
         "affine": ["augmentation=[affine]"],
+        "mixup": ["regularizer=[mixup]"],
         "dropout": ["regularizer=[dropout]"],
         "base": [],
     }
@@ -205,8 +207,8 @@ def test_variants_of_different_techniques_equal_their_single_runs(tmp_path):
             [*TINY, "seeds=[1,2]", f"variants={tmp_path / 'variants.json'}"], tmp_path / "s"
         )
     )
-    assert [m["name"] for m in out[::2]] == ["l2", "affine", "dropout", "baseline"]
-    for arm in ("l2", "affine", "dropout"):
+    assert [m["name"] for m in out[::2]] == ["l2", "affine", "mixup", "dropout", "baseline"]
+    for arm in ("l2", "affine", "mixup", "dropout"):
         single = run(
             compose_cfg([*TINY, *arms[arm], "seed=2", "data.split_seed=2"], tmp_path / arm)
         )

@@ -386,9 +386,9 @@ class GroupSums:
         """``Sums.add`` of each member: ``logits`` stacked [member, batch, class], ``ys`` the
         members' hard or soft targets."""
         rows = torch.tensor([self.index[id(m)] for m in members], device=logits.device)
-        hard = torch.stack(ys)
-        if hard.ndim == 3:  # soft targets (mixup): the class each mostly is
-            hard = hard.argmax(2)
+        # Soft targets (mixup, cutmix) count as the class they mostly are; members of one group
+        # may have either (a comparison's arms share a stack).
+        hard = torch.stack([y if y.ndim == 1 else y.argmax(1) for y in ys])
         n = hard.shape[1]
         self.loss.index_add_(0, rows, torch.stack(losses) * n)
         correct = (logits.argmax(2) == hard).sum(1)
