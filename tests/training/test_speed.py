@@ -46,6 +46,18 @@ def test_index_batches_match_plain_indexing_and_cover_each_rank_once():
     assert len(seen) == len(set(seen)) == 50  # disjoint shards, nothing dropped (25 per rank)
 
 
+@pytest.mark.parametrize("n", [1, 7, 50, 51])
+def test_batch_counts_without_drawing_the_permutation_match_the_batches_served(n):
+    split = Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))
+    for world_size in (1, 2, 3):
+        for rank in range(world_size):
+            for shuffle in (True, False):
+                batches = IndexBatches(
+                    split, 4, shuffle=shuffle, seed=1, rank=rank, world_size=world_size
+                )
+                assert len(batches) == len(list(batches)), (world_size, rank, shuffle)
+
+
 def test_channels_last_and_tta_run_the_same_network():
     torch.manual_seed(0)
     plain = _classifier().eval()

@@ -75,10 +75,18 @@ class IndexBatches:
             idx = idx[self.rank :: self.world_size][:per_rank]
         return idx
 
+    def _count(self) -> int:
+        """``len(self._indices())`` without drawing the permutation (asked at every batch)."""
+        n = len(self.split)
+        if self.world_size > 1:
+            per_rank = n // self.world_size if self.shuffle else -(-n // self.world_size)
+            n = min(per_rank, len(range(self.rank, n, self.world_size)))
+        return n
+
     @property
     def num_steps(self) -> int:
         """Batches of ``batch_size`` per epoch (optimizer steps, when training)."""
-        n = len(self._indices())
+        n = self._count()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __len__(self) -> int:

@@ -255,6 +255,15 @@ class Classifier(FastSetattr, pl.LightningModule):
         """The scores of the training images in eval mode (the generalization gap)."""
         return self._scores("scores_train_eval", "train_eval")
 
+    def use_scores_of(self, other: Classifier) -> None:
+        """Test with ``other``'s metric objects, made already (each test resets them): a stacked
+        job's members are tested one after another and need one set between them."""
+        if other.hparams.num_classes != self.hparams.num_classes or other.device != self.device:
+            return
+        for name in ("scores_test", "scores_train_eval"):
+            if name in other._modules and name not in self._modules:
+                self.add_module(name, other._modules[name])
+
     def _scores(self, name: str, prefix: str, calibration: bool = False) -> Scores:
         if name not in self._modules:
             num_classes = self.hparams.num_classes

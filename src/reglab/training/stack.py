@@ -692,6 +692,7 @@ def fit_stack(
     share = (time.time() - start) / len(members)
     out = []
     for m in members:
+        m.module.use_scores_of(members[0].module)  # one set of test metrics, reset after each
         summary = summarize(m, share)
         summary.update(stack_size=len(members), stack_wall_time_s=share * len(members))
         out.append((m, summary))
