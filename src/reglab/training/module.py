@@ -242,7 +242,12 @@ class Classifier(FastSetattr, pl.LightningModule):
     @staticmethod
     def score(sums: Sums, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Adds an evaluation batch's loss and correct predictions to ``sums``."""
-        sums.add(F.cross_entropy(logits, y), logits, y)
+        sums.add(Classifier.eval_loss(logits, y), logits, y)
+
+    @staticmethod
+    def eval_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The validation loss: plain cross-entropy (no smoothing, no penalty)."""
+        return F.cross_entropy(logits, y)
 
     @property
     def test_scores(self) -> Scores:

@@ -372,12 +372,13 @@ class GroupSums:
     are views into them, so a member stepped alone adds to the same numbers, step by step, in
     the same order and with the same operations as its single run."""
 
-    def __init__(self, members: list[Member], device: torch.device):
+    def __init__(self, members: list[Member], device: torch.device, kind: str = "sums"):
+        self.kind = kind  # the Classifier's training "sums", or its "val_sums"
         self.loss = torch.zeros(len(members), device=device)
         self.correct = torch.zeros(len(members), device=device)
         self.index = {id(m): i for i, m in enumerate(members)}
         for i, m in enumerate(members):
-            sums = m.module.sums
+            sums = getattr(m.module, kind)
             sums.reset(device)
             sums.loss, sums.correct = self.loss[i], self.correct[i]
 
@@ -394,7 +395,7 @@ class GroupSums:
         correct = (logits.argmax(2) == hard).sum(1)
         self.correct.index_add_(0, rows, correct.to(self.correct.dtype))
         for m in members:
-            m.module.sums.seen += n
+            getattr(m.module, self.kind).seen += n
 
 
 class StackBatches:
@@ -442,6 +443,7 @@ class Stack(FastSetattr, pl.LightningModule):
         ]
         self._shared: dict[int, Shared] = {}  # id(member) -> its group's shared weights
         self._sums: GroupSums | None = None  # the running epoch's training sums
+        self._val_sums: GroupSums | None = None  # and validation's
 
     def train_dataloader(self):
         return StackBatches(self.members, [m.dm.train_dataloader() for m in self.members])
@@ -547,12 +549,14 @@ class Stack(FastSetattr, pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._validated = [m for m in self.members if m.live]
+        self._val_sums = GroupSums(self._validated, self.device, "val_sums")
         for m in self._validated:
             m.swap_average()
 
     def validation_step(self, batch, batch_idx):
         validated = [
-            b if m in self._validated else None for m, b in zip(self.members, batch, strict=True)
+            b if id(m) in self._val_sums.index else None
+            for m, b in zip(self.members, batch, strict=True)
         ]
         for group in self._batches(validated, tta=False):
             if len(group) == 1:
@@ -562,8 +566,11 @@ class Stack(FastSetattr, pl.LightningModule):
             xs = [m.module.prepare(b[0], train=False) for m, b in group]
             shared = self._shared.get(id(group[0][0]))
             logits = batched_forward([m.module.model for m, _ in group], xs, shared)
-            for (m, b), z in zip(group, logits, strict=True):
-                m.module.score(m.module.val_sums, z, b[1])
+            ys = [b[1] for _, b in group]
+            losses = [
+                m.module.eval_loss(z, y) for (m, _), z, y in zip(group, logits, ys, strict=True)
+            ]
+            self._val_sums.add([m for m, _ in group], losses, torch.stack(logits), ys)
 
     # ------------------------------------------------------------------ batched forward
 
