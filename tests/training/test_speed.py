@@ -5,12 +5,13 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from reglab.augment import Augmentation, Pipeline
 from reglab.data import DataModule, IndexBatches, Split
 from reglab.training.module import Classifier
 
-from ..conftest import FAST, cli, train
+from ..conftest import FAST, cli, compose_cfg, train
 
 
 def _classifier(**execution) -> Classifier:
@@ -153,6 +154,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert abs(r1["test/acc"] - r2["test/acc"]) <= 0.01
     assert abs(r1["train/loss"] - r2["train/loss"]) <= 0.01 * r1["train/loss"]
     assert abs(r1["val/acc"] - r2["val/acc"]) <= 0.01
+    # Each rank validates half of the images; the sums of both are added before the division,
+    # so every epoch's val/acc counts whole images of the full validation set.
+    cfg = compose_cfg(common, tmp_path / "cfg")
+    dm = DataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    dm.setup("fit")
+    n = len(dm.val)
+    for row in r2["history"]:
+        assert abs(row["val/acc"] * n - round(row["val/acc"] * n)) < 1e-3, (row, n)
 
 
 def test_cifar10_speedrun_runs_on_cpu_without_compile(fake_data_dir, tmp_path):
