@@ -366,11 +366,12 @@ def _penalized(m: Member) -> bool:
 
 
 class GroupSums:
-    """The training sums (``metrics.Sums``) of an epoch's members as slices of two tensors: a
-    group that shared a batched forward adds its members' losses and correct predictions in a
-    few operations, instead of five per member. Each member's ``sums.loss`` and ``.correct``
-    are views into them, so a member stepped alone adds to the same numbers, step by step, in
-    the same order and with the same operations as its single run."""
+    """The training or validation sums (``metrics.Sums``, the Classifier's ``kind``) of an
+    epoch's members as slices of two tensors: a group that shared a batched forward adds its
+    members' losses and correct predictions in a few operations, instead of five per member.
+    Each member's ``loss`` and ``correct`` are views into them, so a member scored alone adds to
+    the same numbers, batch by batch, in the same order and with the same operations as its
+    single run."""
 
     def __init__(self, members: list[Member], device: torch.device, kind: str = "sums"):
         self.kind = kind  # the Classifier's training "sums", or its "val_sums"

@@ -78,8 +78,8 @@ class Shared:
 
     def __init__(self, models: Sequence[nn.Sequential]):
         self.models = list(models)
-        # (layer index and parameter name, the members' parameters, their shared tensor)
-        self.tensors: list[tuple[str, list[nn.Parameter], torch.Tensor]] = []
+        # (layer index, parameter name) -> (the members' parameters, their shared tensor)
+        self.tensors: dict[tuple[int, str], tuple[list[nn.Parameter], torch.Tensor]] = {}
         with torch.no_grad():
             for index, layers in enumerate(zip(*self.models, strict=True)):
                 for name, _ in layers[0].named_parameters(recurse=False):
@@ -87,8 +87,7 @@ class Shared:
                     shared = torch.stack(params)
                     for i, p in enumerate(params):
                         p.data = shared[i]
-                    self.tensors.append((f"{index}.{name}", params, shared.requires_grad_()))
-        self.by_name = {key: shared for key, _, shared in self.tensors}
+                    self.tensors[index, name] = (params, shared.requires_grad_())
 
     def covers(self, models: Sequence[nn.Module]) -> bool:
         """Whether ``models`` are all of these members, in order (a member that stopped or has
@@ -98,11 +97,12 @@ class Shared:
         )
 
     def weight(self, index: int, name: str) -> torch.Tensor | None:
-        return self.by_name.get(f"{index}.{name}")
+        _, shared = self.tensors.get((index, name), (None, None))
+        return shared
 
     def hand_out_gradients(self) -> None:
         """Each member's slice of the shared tensors' gradients, as its parameters' ``grad``."""
-        for _, params, shared in self.tensors:
+        for params, shared in self.tensors.values():
             if shared.grad is None:
                 continue
             for p, g in zip(params, shared.grad.unbind(), strict=True):

@@ -96,6 +96,8 @@ class Driver:
         ``per_round`` new ones each, launched together; told before the next round asks, so
         the sampler and the pruner learn from them. ``studies``: (study, folder, space,
         budget, make_job(number, params, reference))."""
+        # Nothing is pruned (no pruner): no reference file to write (~15 ms each).
+        prune = not self.runner.stack_trials
         while True:
             batch = []
             for study, folder, space, budget, make in studies:
@@ -103,8 +105,6 @@ class Driver:
                 while len(todo) < per_round and study.used() < budget:
                     todo.append(study.ask(space))
                 for number, params in todo:
-                    # Nothing is pruned (no pruner): no reference file to write (~15 ms each).
-                    prune = not self.runner.stack_trials
                     ref = self.reference_file(study, folder, number) if prune else None
                     batch.append((study, number, make(number, params, ref)))
             if not batch:
